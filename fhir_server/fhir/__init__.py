@@ -1,0 +1,1 @@
+"""Pure FHIR knowledge: definitions, validation, search-value extraction. No I/O beyond package data."""
