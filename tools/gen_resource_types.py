@@ -10,8 +10,32 @@ import json
 import sys
 import tarfile
 from pathlib import Path
+from typing import Any
 
 OUT = Path(__file__).resolve().parent.parent / "fhir_server/fhir/definitions/resource_types.json"
+
+
+def _top_level_elements(sd: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """Top-level element names flagged isSummary, and those with min >= 1 (JSON names)."""
+    summary: list[str] = []
+    required: list[str] = []
+    rtype = sd["type"]
+    for el in sd["snapshot"]["element"]:
+        path: str = el["path"]
+        parts = path.split(".")
+        if len(parts) != 2 or parts[0] != rtype:
+            continue
+        name = parts[1]
+        if name.endswith("[x]"):
+            stem = name[:-3]
+            names = [stem + t["code"][0].upper() + t["code"][1:] for t in el.get("type", [])]
+        else:
+            names = [name]
+        if el.get("isSummary"):
+            summary.extend(names)
+        if el.get("min", 0) >= 1:
+            required.extend(names)
+    return summary, required
 
 
 def main(package: str) -> None:
@@ -37,9 +61,12 @@ def main(package: str) -> None:
                     has_model = True
                 except (KeyError, ValueError, AttributeError, ImportError):
                     has_model = False
-                types.append({"type": rtype, "r4b_model": has_model})
+                summary, required = _top_level_elements(sd)
+                types.append(
+                    {"type": rtype, "r4b_model": has_model, "summary": summary, "required": required}
+                )
     types.sort(key=lambda t: str(t["type"]))
-    OUT.write_text(json.dumps(types, indent=0) + "\n")
+    OUT.write_text(json.dumps(types, separators=(",", ":")) + "\n")
     print(f"{len(types)} resource types, {sum(1 for t in types if t['r4b_model'])} with R4B models")
 
 

@@ -1,0 +1,160 @@
+"""The `fhir-server` command: serve, load, openapi."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from fhir_server.settings import Settings
+
+ENV = "FHIR_SERVER_"
+
+
+def _store_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-dir", help="data directory (default ./data)")
+    p.add_argument("--storage", help="storage URL (default sqlite:///<data-dir>/fhir.db)")
+
+
+def _apply_env(args: argparse.Namespace, names: list[str]) -> None:
+    """CLI options become FHIR_SERVER_* variables, so uvicorn's worker processes see them too."""
+    for name in names:
+        value = getattr(args, name, None)
+        if value is not None:
+            os.environ[ENV + name.upper()] = str(value)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fhir-server", description="FHIR R4 server for RPM")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the server")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    _store_options(serve)
+    serve.add_argument("--workers", type=int, help="worker processes (default 1)")
+    serve.add_argument("--no-seed", action="store_true", help="do not load seed_data/")
+    serve.add_argument("--public-url", help="public base URL, e.g. https://fhir.example.org")
+    serve.add_argument("--timezone", help="zone for dates without one (default UTC)")
+
+    loader = sub.add_parser("load", help="load bundles, NDJSON, resources, folders, .gz")
+    loader.add_argument("paths", nargs="+", type=Path)
+    loader.add_argument("--url", help="load into a running server at this FHIR base URL")
+    _store_options(loader)
+
+    oa = sub.add_parser("openapi", help="write the OpenAPI document of the FHIR API")
+    oa.add_argument("--out", type=Path, help="file to write (default: standard output)")
+    return parser
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    _apply_env(args, ["host", "port", "data_dir", "storage", "workers", "public_url", "timezone"])
+    if args.no_seed:
+        os.environ[ENV + "SEED"] = "false"
+    settings = Settings()
+    if settings.seed:
+        asyncio.run(_seed(settings))
+    # Seeding happened above, once, before any worker starts.
+    os.environ[ENV + "SEED"] = "false"
+    base = settings.fhir_base(f"http://{settings.host}:{settings.port}")
+    print(f"FHIR base URL: {base}", flush=True)
+    print(f"  try: curl {base}/metadata", flush=True)
+    print(f"       curl '{base}/Patient?_count=5'", flush=True)
+    print(f"       curl '{base}/Observation?code=http://loinc.org|85354-9&_sort=-date&_count=3'")
+    print(f"  API docs: http://{settings.host}:{settings.port}/docs", flush=True)
+    uvicorn.run(
+        "fhir_server.cli:app_factory",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=settings.workers,
+        log_level="info",
+    )
+    return 0
+
+
+async def _seed(settings: Settings) -> None:
+    from fhir_server.app import build_services
+    from fhir_server.seed import seed_if_empty
+
+    services = build_services(settings)
+    await services.storage.open()
+    try:
+        summary = await seed_if_empty(services)
+        if summary is not None:
+            print(f"Loaded demo data: {summary.line()}", flush=True)
+    finally:
+        await services.storage.close()
+
+
+def app_factory() -> Any:
+    from fhir_server.app import create_app
+
+    return create_app(Settings())
+
+
+async def _load(args: argparse.Namespace) -> int:
+    from fhir_server.loader import load
+
+    if args.url:
+        import httpx
+
+        from fhir_server.fhir import jsonio
+
+        base = args.url.rstrip("/")
+        async with httpx.AsyncClient(timeout=300) as client:
+
+            async def send(method: str, path: str, body: Any) -> tuple[int, bytes]:
+                r = await client.request(
+                    method,
+                    f"{base}/{path}" if path else base,
+                    content=jsonio.dumps(body),
+                    headers={"Content-Type": "application/fhir+json", "Prefer": "return=minimal"},
+                )
+                return r.status_code, r.content
+
+            summary = await load(args.paths, send, progress=True)
+    else:
+        from fhir_server.app import build_services
+        from fhir_server.seed import direct_sender
+
+        _apply_env(args, ["data_dir", "storage"])
+        services = build_services(Settings())
+        await services.storage.open()
+        try:
+            summary = await load(args.paths, direct_sender(services), progress=True)
+        finally:
+            await services.storage.close()
+    print(summary.line())
+    for where, why in summary.refused:
+        print(f"  refused: {where}: {why}")
+    return 0 if not summary.refused else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = _parser().parse_args(argv)
+    if args.command == "serve":
+        return _serve(args)
+    if args.command == "load":
+        return asyncio.run(_load(args))
+    if args.command == "openapi":
+        from fhir_server.openapi import openapi_bytes
+
+        data = openapi_bytes(pretty=True)
+        if args.out:
+            args.out.write_bytes(data)
+        else:
+            sys.stdout.buffer.write(data)
+        return 0
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,66 @@
+"""FHIR JSON in and out, keeping decimals exact.
+
+FHIR requires decimals to keep their precision (`1.50` stays `1.50`), so request bodies are parsed
+with the standard library and `parse_float=Decimal`, and written with orjson, which emits each
+Decimal's own text through `orjson.Fragment`. Stored bytes are served as they are; a stored
+resource is embedded into a Bundle with `orjson.Fragment(body)`, never re-parsed.
+"""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+from typing import Any
+
+import orjson
+
+from fhir_server.errors import BadRequest
+
+_MAX_INT_DIGITS = 4300  # Python's own guard against quadratic int parsing
+
+
+def _default(obj: Any) -> Any:
+    if isinstance(obj, Decimal):
+        if not obj.is_finite():
+            raise TypeError("NaN and Infinity are not FHIR decimals")
+        return orjson.Fragment(str(obj).encode())
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def dumps(obj: Any) -> bytes:
+    return orjson.dumps(obj, default=_default)
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def loads(body: bytes | str, *, max_depth: int = 100) -> Any:
+    """Parse a request body; raise BadRequest (400) for malformed or too deeply nested JSON."""
+    try:
+        value = json.loads(body, parse_float=Decimal, parse_constant=_reject_constant)
+    except RecursionError:
+        raise BadRequest(f"JSON nesting deeper than {max_depth} levels") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadRequest(f"Malformed JSON: {exc}") from None
+    if _depth_exceeds(value, max_depth):
+        raise BadRequest(f"JSON nesting deeper than {max_depth} levels")
+    return value
+
+
+def _depth_exceeds(value: Any, limit: int) -> bool:
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            return True
+        if isinstance(item, dict):
+            stack.extend((v, depth + 1) for v in item.values() if isinstance(v, dict | list))
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item if isinstance(v, dict | list))
+    return False
+
+
+def orjson_fragment(body: bytes) -> orjson.Fragment:
+    """Embed already-serialised JSON in a document that orjson writes."""
+    return orjson.Fragment(body)

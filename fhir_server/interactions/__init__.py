@@ -1,0 +1,1 @@
+"""One module per FHIR interaction; `router.dispatch` maps a request to one of them."""

@@ -1,0 +1,105 @@
+"""The CapabilityStatement, generated from the same tables the router and OpenAPI use."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fhir_server import FHIR_VERSION, __version__
+from fhir_server.fhir import jsonio
+from fhir_server.fhir.dates import to_instant_text
+from fhir_server.fhir.searchparams import SearchParamRegistry
+from fhir_server.interactions.context import FhirRequest, FhirResponse, Services
+
+# What the server does, per resource type and at system level. Routes, the CapabilityStatement and
+# openapi/openapi.json all come from these.
+TYPE_INTERACTIONS = (
+    "read",
+    "vread",
+    "update",
+    "patch",
+    "delete",
+    "history-instance",
+    "history-type",
+    "create",
+    "search-type",
+)
+SYSTEM_INTERACTIONS = ("transaction", "batch", "search-system", "history-system")
+RESULT_PARAMETERS = (
+    "_count",
+    "_sort",
+    "_total",
+    "_include",
+    "_revinclude",
+    "_summary",
+    "_elements",
+)
+
+
+def _search_params(registry: SearchParamRegistry, rtype: str) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for code, d in sorted(registry.for_type(rtype).items()):
+        if d.type == "special":
+            continue
+        entry: dict[str, Any] = {"name": code, "type": d.type}
+        if d.url:
+            entry["definition"] = d.url
+        if d.description:
+            entry["documentation"] = d.description
+        out.append(entry)
+    return out
+
+
+def _resource(registry: SearchParamRegistry, rtype: str) -> dict[str, Any]:
+    ref_params = sorted(c for c, d in registry.for_type(rtype).items() if d.type == "reference")
+    return {
+        "type": rtype,
+        "profile": f"http://hl7.org/fhir/StructureDefinition/{rtype}",
+        "interaction": [{"code": c} for c in TYPE_INTERACTIONS],
+        "versioning": "versioned-update",
+        "readHistory": True,
+        "updateCreate": True,
+        "conditionalCreate": True,
+        "conditionalRead": "not-supported",
+        "conditionalUpdate": True,
+        "conditionalDelete": "single",
+        "referencePolicy": ["literal", "logical"],
+        "searchInclude": ["*", *(f"{rtype}:{p}" for p in ref_params)],
+        "searchRevInclude": ["*"],
+        "searchParam": _search_params(registry, rtype),
+    }
+
+
+def build(ctx: Services, base_url: str, now_us: int) -> dict[str, Any]:
+    return {
+        "resourceType": "CapabilityStatement",
+        "status": "active",
+        "date": to_instant_text(now_us)[:10],
+        "publisher": "fhir-server",
+        "kind": "instance",
+        "software": {"name": "fhir-server", "version": __version__},
+        "implementation": {
+            "description": "FHIR R4 server for telehealth and remote patient monitoring. Dates "
+            f"without a time zone are read in {ctx.settings.timezone}.",
+            "url": base_url,
+        },
+        "fhirVersion": FHIR_VERSION,
+        "format": ["application/fhir+json", "application/json"],
+        "patchFormat": ["application/json-patch+json"],
+        "rest": [
+            {
+                "mode": "server",
+                "resource": [_resource(ctx.registry, t) for t in sorted(ctx.resource_types)],
+                "interaction": [{"code": c} for c in SYSTEM_INTERACTIONS],
+                "searchParam": [
+                    {"name": "_id", "type": "token"},
+                    {"name": "_lastUpdated", "type": "date"},
+                    {"name": "_type", "type": "special"},
+                ],
+            }
+        ],
+    }
+
+
+def respond(ctx: Services, req: FhirRequest) -> FhirResponse:
+    body = jsonio.dumps(build(ctx, req.base_url, ctx.clock.now_us()))
+    return FhirResponse(200, body, {})

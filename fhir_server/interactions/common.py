@@ -1,0 +1,134 @@
+"""Pieces every interaction shares: turning a resource into a stored version, and responses."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from email.utils import format_datetime
+from typing import Any
+
+from fhir_server.errors import BadRequest, FhirError, Issue, PreconditionFailed, operation_outcome
+from fhir_server.fhir import jsonio
+from fhir_server.fhir.dates import to_instant_text
+from fhir_server.fhir.validation import validate_resource
+from fhir_server.interactions.context import FhirRequest, FhirResponse, Services
+from fhir_server.storage.base import Method, StoredResource, Write
+
+_ID_RE = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
+_ETAG_RE = re.compile(r'^(?:W/)?"?([0-9]+)"?$')
+
+
+def check_id(id: str) -> None:
+    if not _ID_RE.match(id):
+        raise BadRequest(f"Invalid resource id '{id}'", expression=["id"])
+
+
+def body_resource(req: FhirRequest, rtype: str) -> dict[str, Any]:
+    body = req.body
+    if not isinstance(body, dict):
+        raise BadRequest("The request body must be a FHIR resource (a JSON object)")
+    found = body.get("resourceType")
+    if found != rtype:
+        raise BadRequest(
+            f"resourceType '{found}' does not match the URL's type '{rtype}'",
+            expression=["resourceType"],
+        )
+    return body
+
+
+def parse_etag(value: str, header: str = "If-Match") -> int:
+    m = _ETAG_RE.match(value.strip())
+    if not m:
+        raise BadRequest(f"Malformed {header} header '{value}': expected W/\"<version>\"")
+    return int(m.group(1))
+
+
+def prepare_write(
+    ctx: Services,
+    resource: dict[str, Any],
+    rtype: str,
+    id: str,
+    version: int,
+    expected_version: int,
+    method: Method,
+) -> Write:
+    """Validate, stamp meta, serialise and extract search values: one new version, ready to store."""
+    now = ctx.clock.now_us()
+    meta = dict(resource.get("meta") or {})
+    meta["versionId"] = str(version)
+    meta["lastUpdated"] = to_instant_text(now)
+    out: dict[str, Any] = {"resourceType": rtype, "id": id, "meta": meta}
+    for key, value in resource.items():
+        if key not in out:
+            out[key] = value
+    validate_resource(out)
+    body = jsonio.dumps(out)
+    index = ctx.registry.extractor(rtype)(out)
+    stored = StoredResource(rtype, id, version, now, False, body)
+    return Write(stored, index, expected_version, method)
+
+
+def deletion(ctx: Services, current: StoredResource) -> Write:
+    now = ctx.clock.now_us()
+    stored = StoredResource(current.resource_type, current.id, current.version + 1, now, True, b"")
+    return Write(stored, (), current.version, "DELETE")
+
+
+def http_date(us: int) -> str:
+    return format_datetime(datetime.fromtimestamp(us / 1_000_000, UTC), usegmt=True)
+
+
+def version_headers(stored: StoredResource) -> dict[str, str]:
+    return {"ETag": f'W/"{stored.version}"', "Last-Modified": http_date(stored.last_updated)}
+
+
+def location(base_url: str, stored: StoredResource) -> str:
+    return f"{base_url}/{stored.resource_type}/{stored.id}/_history/{stored.version}"
+
+
+def write_response(
+    req: FhirRequest, stored: StoredResource, status: int, outcome_text: str
+) -> FhirResponse:
+    """A create/update response honouring `Prefer: return=`."""
+    headers = version_headers(stored)
+    headers["Location"] = location(req.base_url, stored)
+    prefer = prefer_return(req)
+    if prefer == "minimal":
+        return FhirResponse(status, None, headers)
+    if prefer == "OperationOutcome":
+        text = jsonio.dumps(
+            operation_outcome([Issue("information", "informational", outcome_text)])
+        )
+        return FhirResponse(status, text, headers)
+    return FhirResponse(status, stored.body, headers)
+
+
+def prefer_return(req: FhirRequest) -> str:
+    prefer = req.header("prefer") or ""
+    for part in prefer.split(","):
+        for item in part.split(";"):
+            key, _, value = item.strip().partition("=")
+            if key.strip() == "return":
+                return value.strip().strip('"')
+    return "representation"
+
+
+def prefer_lenient(req: FhirRequest) -> bool:
+    prefer = (req.header("prefer") or "").replace(" ", "")
+    return "handling=lenient" in prefer
+
+
+def check_if_match(req: FhirRequest, current: StoredResource | None) -> None:
+    header = req.header("if-match")
+    if header is None:
+        return
+    wanted = parse_etag(header)
+    if current is None or current.deleted or current.version != wanted:
+        have = "none" if current is None or current.deleted else current.version
+        raise PreconditionFailed(
+            f"If-Match version {wanted} does not match the current version ({have})"
+        )
+
+
+def outcome_response(err: FhirError) -> FhirResponse:
+    return FhirResponse(err.status, jsonio.dumps(err.outcome()), dict(err.headers))

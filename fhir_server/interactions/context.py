@@ -1,0 +1,70 @@
+"""What every interaction receives (the request, the services) and returns (a response).
+
+The interactions know nothing of FastAPI: the HTTP layer and the batch/transaction processor both
+build a `FhirRequest` and call `router.dispatch`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import tzinfo
+from typing import Any
+
+from fhir_server.fhir.searchparams import SearchParamRegistry
+from fhir_server.search.paging import PageSigner
+from fhir_server.settings import Settings
+from fhir_server.storage.base import Storage
+
+
+@dataclass
+class FhirRequest:
+    method: str
+    path: str  # relative to the FHIR base, no leading slash: "Patient/1/_history"
+    params: list[tuple[str, str]] = field(default_factory=list)
+    headers: Mapping[str, str] = field(default_factory=dict)  # lower-case names
+    body: Any = None  # parsed JSON, if any
+    base_url: str = "http://localhost/fhir"
+
+    def header(self, name: str) -> str | None:
+        return self.headers.get(name)
+
+    def param(self, name: str) -> str | None:
+        for k, v in self.params:
+            if k == name:
+                return v
+        return None
+
+
+@dataclass
+class FhirResponse:
+    status: int
+    body: bytes | None = None  # serialised JSON
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+class Clock:
+    """Strictly increasing microsecond timestamps, so versions written in a row never tie."""
+
+    def __init__(self) -> None:
+        self._last = 0
+
+    def now_us(self) -> int:
+        now = time.time_ns() // 1000
+        if now <= self._last:
+            now = self._last + 1
+        self._last = now
+        return now
+
+
+@dataclass
+class Services:
+    settings: Settings
+    storage: Storage
+    registry: SearchParamRegistry
+    pages: PageSigner
+    tz: tzinfo
+    clock: Clock = field(default_factory=Clock)
+    resource_types: frozenset[str] = frozenset()
+    capability_statement: bytes | None = None  # built once at start

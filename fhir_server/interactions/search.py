@@ -1,0 +1,92 @@
+"""search: type, system and compartment level, with keyset paging through signed page tokens."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import orjson
+
+from fhir_server.errors import BadRequest, Issue, NotFound, operation_outcome
+from fhir_server.fhir import jsonio
+from fhir_server.fhir.compartments import compartment_params
+from fhir_server.interactions.bundles import bundle, full_url, page_url, resource_fragment
+from fhir_server.interactions.common import prefer_lenient
+from fhir_server.interactions.conditional import search_context
+from fhir_server.interactions.context import FhirRequest, FhirResponse, Services
+from fhir_server.interactions.subsetting import subset
+from fhir_server.search.parse import parse_search
+from fhir_server.search.query import Clause, ReferenceCriterion, SearchQuery
+from fhir_server.storage.base import StoredResource
+
+
+def _compartment_clause(ctype: str, cid: str, rtype: str) -> Clause:
+    params = compartment_params(ctype, rtype)
+    if not params:
+        raise NotFound(f"{rtype} is not in the {ctype} compartment")
+    return Clause(tuple(ReferenceCriterion(p, ctype, cid) for p in params))
+
+
+def _entry(req: FhirRequest, stored: StoredResource, mode: str, summary: str | None,
+           elements: list[str] | None) -> dict[str, Any]:  # fmt: skip
+    if summary or elements is not None:
+        res: Any = orjson.Fragment(jsonio.dumps(subset(jsonio.loads(stored.body, max_depth=10_000),
+                                                       summary, elements)))  # fmt: skip
+    else:
+        res = resource_fragment(stored)
+    return {"fullUrl": full_url(req.base_url, stored), "resource": res, "search": {"mode": mode}}
+
+
+async def search(
+    ctx: Services,
+    req: FhirRequest,
+    path: str,
+    types: tuple[str, ...],
+    compartment: tuple[str, str] | None = None,
+) -> FhirResponse:
+    params = req.params
+    after: tuple[object, ...] | None = None
+    snapshot: int | None = None
+    token = req.param("_page")
+    if token is not None:
+        state = ctx.pages.verify(token)
+        if state.get("p") != path:
+            raise BadRequest("This page token belongs to another search", expression=["_page"])
+        params = [(k, v) for k, v in state["q"]]
+        after, snapshot = tuple(state["a"]), state["s"]
+    type_param = next((v for k, v in params if k == "_type"), None)
+    if type_param is not None and not types:
+        wanted = tuple(t for t in type_param.split(",") if t)
+        unknown = [t for t in wanted if t not in ctx.resource_types]
+        if unknown:
+            raise BadRequest(f"Unknown resource type(s) in _type: {', '.join(unknown)}",
+                             expression=["_type"])  # fmt: skip
+        types = wanted
+    lenient = prefer_lenient(req)
+    parsed = parse_search(search_context(ctx, req.base_url, lenient), types, params,
+                          default_count=ctx.settings.default_count,
+                          max_count=ctx.settings.max_count)  # fmt: skip
+    query: SearchQuery = parsed.query
+    if compartment is not None:
+        ctype, cid = compartment
+        query = dataclasses.replace(query, clauses=(_compartment_clause(ctype, cid, types[0]),
+                                                    *query.clauses))  # fmt: skip
+    query = dataclasses.replace(query, after=after, snapshot=snapshot)
+    page = await ctx.storage.search(query)
+
+    entries = [_entry(req, m, "match", parsed.summary, parsed.elements) for m in page.matches]
+    entries += [_entry(req, m, "include", parsed.summary, parsed.elements) for m in page.included]
+    if parsed.ignored:
+        text = "Ignored unknown search parameters: " + ", ".join(parsed.ignored)
+        oo = operation_outcome([Issue("warning", "not-supported", text, parsed.ignored)])
+        entries.append({"resource": oo, "search": {"mode": "outcome"}})
+    clean = [(k, v) for k, v in params if k != "_page"]
+    self_params = req.params if token is not None else clean
+    links = [("self", page_url(req.base_url, path, self_params))]
+    if token is not None:
+        links.append(("first", page_url(req.base_url, path, clean)))
+    if page.next_cursor is not None:
+        state = {"p": path, "q": clean, "a": list(page.next_cursor), "s": page.snapshot}
+        links.append(("next", page_url(req.base_url, path, [("_page", ctx.pages.sign(state))])))
+    body = bundle("searchset", ctx.clock.now_us(), entries, links, page.total)
+    return FhirResponse(200, jsonio.dumps(body), {})

@@ -1,0 +1,199 @@
+"""batch and transaction Bundles posted to the base.
+
+A transaction runs in one storage transaction: `urn:uuid:` full URLs and conditional references
+(`Patient?identifier=...`) are resolved first, then entries run in the order R4 gives (DELETE, POST,
+PUT/PATCH, then GET/HEAD after the commit), and any failure leaves nothing behind. A batch runs each
+entry on its own and reports each outcome.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+from fhir_server.errors import BadRequest, FhirError, Issue, PreconditionFailed
+from fhir_server.fhir import jsonio
+from fhir_server.interactions import create, delete, patch, update
+from fhir_server.interactions.bundles import bundle
+from fhir_server.interactions.common import http_date, location, prefer_return
+from fhir_server.interactions.conditional import find_matches, parse_criteria
+from fhir_server.interactions.context import FhirRequest, FhirResponse, Services
+from fhir_server.interactions.references import rewrite_references
+from fhir_server.storage.base import StoredResource, Transaction
+
+_ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
+_HEADER_FIELDS = {
+    "ifMatch": "if-match",
+    "ifNoneMatch": "if-none-match",
+    "ifNoneExist": "if-none-exist",
+    "ifModifiedSince": "if-modified-since",
+}
+
+
+def entry_request(req: FhirRequest, entry: dict[str, Any], index: int) -> FhirRequest:
+    """The FhirRequest an entry's `request` describes (its url made relative to the base)."""
+    request = entry.get("request")
+    if not isinstance(request, dict):
+        raise BadRequest(
+            f"Bundle entry {index} has no request", expression=[f"Bundle.entry[{index}]"]
+        )
+    method, url = request.get("method"), request.get("url")
+    if method not in _ORDER or not isinstance(url, str) or not url:
+        raise BadRequest(
+            f"Bundle entry {index} needs request.method (GET, HEAD, POST, PUT, PATCH, DELETE) "
+            "and request.url",
+            expression=[f"Bundle.entry[{index}].request"],
+        )
+    base = req.base_url.rstrip("/") + "/"
+    if url.startswith(base):
+        url = url[len(base) :]
+    elif "://" in url:
+        raise BadRequest(f"Bundle entry {index} url '{url}' is not on this server")
+    split = urlsplit(url)
+    headers = {h: str(request[f]) for f, h in _HEADER_FIELDS.items() if request.get(f)}
+    if req.header("prefer"):
+        headers["prefer"] = str(req.header("prefer"))
+    body = entry.get("resource")
+    if method == "PATCH":
+        body = _patch_body(body, index)
+        headers["content-type"] = "application/json-patch+json"
+    params = parse_qsl(split.query, keep_blank_values=True)
+    return FhirRequest(method, split.path.strip("/"), params, headers, body, req.base_url)
+
+
+def _patch_body(resource: Any, index: int) -> Any:
+    """A PATCH entry carries its JSON Patch in a Binary resource, base64-encoded."""
+    if isinstance(resource, list):
+        return resource
+    if not isinstance(resource, dict) or resource.get("resourceType") != "Binary":
+        raise BadRequest(f"Bundle entry {index}: a PATCH needs a Binary with a JSON Patch")
+    try:
+        return jsonio.loads(base64.b64decode(resource.get("data", ""), validate=True))
+    except (binascii.Error, ValueError):
+        raise BadRequest(f"Bundle entry {index}: the Binary does not hold a JSON Patch") from None
+
+
+def _response_entry(req: FhirRequest, stored: StoredResource | None, status: str) -> dict[str, Any]:
+    response: dict[str, Any] = {"status": status}
+    out: dict[str, Any] = {}
+    if stored is not None and not stored.deleted:
+        response["location"] = location(req.base_url, stored)
+        response["etag"] = f'W/"{stored.version}"'
+        response["lastModified"] = http_date(stored.last_updated)
+        out["fullUrl"] = f"{req.base_url}/{stored.resource_type}/{stored.id}"
+        if prefer_return(req) != "minimal":
+            out["resource"] = jsonio.orjson_fragment(stored.body)
+    out["response"] = response
+    return out
+
+
+async def _read_entry(ctx: Services, sub: FhirRequest) -> dict[str, Any]:
+    """Run one entry through the router; its errors become the entry's outcome."""
+    from fhir_server.interactions.router import dispatch
+
+    try:
+        resp = await dispatch(ctx, sub)
+    except FhirError as err:
+        return {"response": {"status": str(err.status), "outcome": err.outcome()}}
+    item: dict[str, Any] = {"response": {"status": str(resp.status)}}
+    if "Location" in resp.headers:
+        item["response"]["location"] = resp.headers["Location"]
+    if "ETag" in resp.headers:
+        item["response"]["etag"] = resp.headers["ETag"]
+    if resp.body:
+        item["resource"] = jsonio.orjson_fragment(resp.body)
+    return item
+
+
+async def _batch(ctx: Services, req: FhirRequest, entries: list[Any]) -> FhirResponse:
+    out: list[dict[str, Any]] = []
+    for i, entry in enumerate(entries):
+        try:
+            sub = entry_request(req, entry if isinstance(entry, dict) else {}, i)
+        except FhirError as err:
+            out.append({"response": {"status": str(err.status), "outcome": err.outcome()}})
+            continue
+        out.append(await _read_entry(ctx, sub))
+    body = bundle("batch-response", ctx.clock.now_us(), out)
+    return FhirResponse(200, jsonio.dumps(body), {})
+
+
+async def _run_entry(
+    ctx: Services, tx: Transaction, sub: FhirRequest, new_id: str | None
+) -> tuple[StoredResource | None, str]:
+    parts = [p for p in sub.path.split("/") if p]
+    rtype = parts[0] if parts else ""
+    if rtype not in ctx.resource_types:
+        raise BadRequest(f"Unknown resource type in entry url '{sub.path}'")
+    id = parts[1] if len(parts) > 1 else None
+    if sub.method == "POST":
+        resource = create.body_resource(sub, rtype)
+        result = await create.create_in(
+            ctx, tx, rtype, resource, sub.base_url, sub.header("if-none-exist"), new_id
+        )
+        return result.stored, "201 Created" if result.status == 201 else "200 OK"
+    if sub.method == "PUT":
+        resource = update.body_resource(sub, rtype)
+        if id is None:
+            result = await update.conditional_update_in(ctx, tx, sub, rtype, resource)
+        else:
+            result = await update.update_in(ctx, tx, sub, rtype, id, resource)
+        return result.stored, "201 Created" if result.status == 201 else "200 OK"
+    if sub.method == "PATCH":
+        result = await patch.patch_in(ctx, tx, sub, rtype, id)
+        return result.stored, "200 OK"
+    if id is None:
+        deleted = await delete.conditional_delete_in(ctx, tx, sub, rtype)
+    else:
+        deleted = await delete.delete_in(ctx, tx, sub, rtype, id)
+    return deleted, "204 No Content"
+
+
+async def _transaction(ctx: Services, req: FhirRequest, entries: list[Any]) -> FhirResponse:
+    subs = [entry_request(req, e if isinstance(e, dict) else {}, i) for i, e in enumerate(entries)]
+    results: list[dict[str, Any] | None] = [None] * len(subs)
+    order = sorted(range(len(subs)), key=lambda i: _ORDER[subs[i].method])
+    async with ctx.storage.transaction() as tx:
+        new_ids = await rewrite_references(ctx, tx, req, entries, subs)
+        for i in order:
+            sub = subs[i]
+            if sub.method in ("GET", "HEAD"):
+                continue
+            try:
+                stored, status = await _run_entry(ctx, tx, sub, new_ids.get(i))
+            except FhirError as err:
+                err.issues = [
+                    Issue(x.severity, x.code, f"Bundle entry {i}: {x.diagnostics}", x.expression)
+                    for x in err.issues
+                ]
+                raise
+            results[i] = _response_entry(req, stored, status)
+    for i in order:
+        sub = subs[i]
+        if sub.method in ("GET", "HEAD"):
+            results[i] = await _read_entry(ctx, sub)
+    body = bundle("transaction-response", ctx.clock.now_us(), [r or {} for r in results])
+    return FhirResponse(200, jsonio.dumps(body), {})
+
+
+async def process(ctx: Services, req: FhirRequest) -> FhirResponse:
+    body = req.body
+    if not isinstance(body, dict) or body.get("resourceType") != "Bundle":
+        raise BadRequest("POST to the base takes a batch or transaction Bundle")
+    kind = body.get("type")
+    entries = body.get("entry") or []
+    if not isinstance(entries, list):
+        raise BadRequest("Bundle.entry must be an array", expression=["Bundle.entry"])
+    if kind == "batch":
+        return await _batch(ctx, req, entries)
+    if kind == "transaction":
+        return await _transaction(ctx, req, entries)
+    raise BadRequest(
+        f"Bundle type '{kind}' cannot be processed; use batch or transaction",
+        expression=["Bundle.type"],
+    )
+
+
+__all__ = ["PreconditionFailed", "find_matches", "parse_criteria", "process"]

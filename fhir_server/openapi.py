@@ -1,0 +1,187 @@
+"""The OpenAPI document of the FHIR API, generated from the interaction table and the search
+parameter registry (so it cannot drift from what the router does). `fhir-server openapi --out
+openapi/openapi.json` rewrites the committed copy; a test checks that copy is current."""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+import orjson
+
+from fhir_server import FHIR_VERSION, __version__
+from fhir_server.fhir.resource_types import resource_types
+from fhir_server.fhir.searchparams import SearchParamRegistry
+from fhir_server.interactions.capabilities import RESULT_PARAMETERS
+
+FHIR_JSON = "application/fhir+json"
+_ERRORS = {
+    "400": "Malformed request or search parameter",
+    "404": "Unknown resource or type",
+    "405": "Method not allowed here",
+    "406": "Only FHIR JSON can be produced",
+    "409": "Version conflict",
+    "410": "The resource was deleted",
+    "412": "If-Match failed or conditional criteria matched several resources",
+    "413": "Request body too large",
+    "415": "Only FHIR JSON is accepted",
+    "422": "The resource is not valid FHIR R4",
+}
+
+
+def _body(schema: str) -> dict[str, Any]:
+    return {"content": {FHIR_JSON: {"schema": {"$ref": f"#/components/schemas/{schema}"}}}}
+
+
+def _op(
+    summary: str,
+    ok: str,
+    ok_schema: str | None,
+    params: list[Any],
+    body: str | None = None,
+    body_type: str = FHIR_JSON,
+) -> dict[str, Any]:
+    responses: dict[str, Any] = {
+        ok: {"description": summary, **(_body(ok_schema) if ok_schema else {})}
+    }
+    for code, text in _ERRORS.items():
+        responses[code] = {"description": text, **_body("OperationOutcome")}
+    op: dict[str, Any] = {"summary": summary, "parameters": params, "responses": responses}
+    if body:
+        op["requestBody"] = {
+            "required": True,
+            "content": {body_type: {"schema": {"$ref": f"#/components/schemas/{body}"}}},
+        }
+    return op
+
+
+def _path_param(name: str) -> dict[str, Any]:
+    return {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+
+
+def _query(name: str, description: str = "") -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "description": description,
+        "schema": {"type": "string"},
+    }
+
+
+def _header(name: str, description: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "header",
+        "required": False,
+        "description": description,
+        "schema": {"type": "string"},
+    }
+
+
+def build(registry: SearchParamRegistry) -> dict[str, Any]:
+    paths: dict[str, Any] = {}
+    result_params = [_query(p) for p in RESULT_PARAMETERS]
+    if_match = _header("If-Match", 'W/"<version>": update only that version')
+    for t in sorted(resource_types()):
+        search = [_query("_id"), _query("_lastUpdated")]
+        search += [
+            _query(c, d.description)
+            for c, d in sorted(registry.for_type(t).items())
+            if d.type != "special"
+        ]
+        search += result_params
+        tag = [t]
+        paths[f"/fhir/{t}"] = {
+            "get": {**_op(f"Search {t}", "200", "Bundle", search), "tags": tag},
+            "post": {
+                **_op(
+                    f"Create a {t}",
+                    "201",
+                    t,
+                    [_header("If-None-Exist", "conditional create criteria")],
+                    t,
+                ),
+                "tags": tag,
+            },
+            "put": {
+                **_op(f"Conditional update of {t}", "200", t, search[: -len(result_params)], t),
+                "tags": tag,
+            },
+            "delete": {
+                **_op(f"Conditional delete of {t}", "204", None, search[: -len(result_params)]),
+                "tags": tag,
+            },
+        }
+        paths[f"/fhir/{t}/_search"] = {
+            "post": {**_op(f"Search {t} (form body)", "200", "Bundle", []), "tags": tag}
+        }
+        paths[f"/fhir/{t}/_history"] = {
+            "get": {
+                **_op(
+                    f"History of all {t}",
+                    "200",
+                    "Bundle",
+                    [_query("_since"), _query("_at"), _query("_count")],
+                ),
+                "tags": tag,
+            }
+        }
+        idp = [_path_param("id")]
+        paths[f"/fhir/{t}/{{id}}"] = {
+            "get": {**_op(f"Read a {t}", "200", t, idp), "tags": tag},
+            "put": {**_op(f"Update (or create) a {t}", "200", t, [*idp, if_match], t), "tags": tag},
+            "patch": {
+                **_op(
+                    f"Patch a {t} (JSON Patch)",
+                    "200",
+                    t,
+                    [*idp, if_match],
+                    "JsonPatch",
+                    "application/json-patch+json",
+                ),
+                "tags": tag,
+            },
+            "delete": {**_op(f"Delete a {t}", "204", None, idp), "tags": tag},
+        }
+        paths[f"/fhir/{t}/{{id}}/_history"] = {
+            "get": {**_op(f"History of a {t}", "200", "Bundle", idp), "tags": tag}
+        }
+        paths[f"/fhir/{t}/{{id}}/_history/{{vid}}"] = {
+            "get": {
+                **_op(f"Read a version of a {t}", "200", t, [*idp, _path_param("vid")]),
+                "tags": tag,
+            }
+        }
+    paths["/fhir"] = {
+        "post": _op("Process a batch or transaction Bundle", "200", "Bundle", [], "Bundle"),
+        "get": _op("Search all types (_type)", "200", "Bundle", [_query("_type"), *result_params]),
+    }
+    paths["/fhir/metadata"] = {"get": _op("CapabilityStatement", "200", "CapabilityStatement", [])}
+    paths["/fhir/_history"] = {
+        "get": _op("History of everything", "200", "Bundle", [_query("_since"), _query("_count")])
+    }
+    resource_schema = {
+        "type": "object",
+        "required": ["resourceType"],
+        "properties": {"resourceType": {"type": "string"}, "id": {"type": "string"}},
+    }
+    schemas: dict[str, Any] = {t: resource_schema for t in resource_types()}
+    schemas["JsonPatch"] = {"type": "array", "items": {"type": "object"}}
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "FHIR R4 server for telehealth and RPM",
+            "version": __version__,
+            "description": f"FHIR {FHIR_VERSION} REST API. Every error is an OperationOutcome.",
+        },
+        "paths": paths,
+        "components": {"schemas": schemas},
+    }
+
+
+@cache
+def openapi_bytes(pretty: bool = False) -> bytes:
+    doc = build(SearchParamRegistry.load_default())
+    option = orjson.OPT_INDENT_2 if pretty else 0
+    return orjson.dumps(doc, option=option | orjson.OPT_SORT_KEYS) + (b"\n" if pretty else b"")

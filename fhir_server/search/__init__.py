@@ -1,0 +1,1 @@
+"""Search: query strings parsed into a typed, validated `SearchQuery` that every engine compiles."""

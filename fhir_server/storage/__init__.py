@@ -1,0 +1,1 @@
+"""Storage engines behind one async contract (`base.Storage`)."""

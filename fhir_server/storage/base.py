@@ -1,0 +1,109 @@
+"""The storage contract: a few async primitives every engine implements.
+
+Engines store and query; they never interpret FHIR. Versions, timestamps, `meta` and the search
+index values are decided above them (in `interactions/` and `fhir/`) and handed down ready to store.
+No FastAPI, sqlite3 or PyMongo import belongs here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+from fhir_server.errors import Conflict
+from fhir_server.fhir.index_values import IndexValue
+from fhir_server.search.query import SearchQuery
+
+Method = Literal["POST", "PUT", "PATCH", "DELETE"]
+
+
+@dataclass(frozen=True, slots=True)
+class StoredResource:
+    """One version of a resource as stored. `body` is its canonical JSON (with meta); empty if deleted."""
+
+    resource_type: str
+    id: str
+    version: int
+    last_updated: int  # microseconds since the epoch, UTC
+    deleted: bool
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryEntry:
+    resource: StoredResource
+    method: Method
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryQuery:
+    resource_type: str | None = None  # None: system level
+    id: str | None = None  # set: instance level
+    since: int | None = None  # only versions with last_updated >= since
+    at: tuple[int, int] | None = None  # only versions current at some point in [low, high)
+    count: int = 50
+    before_seq: int | None = None  # keyset cursor: entries older than this position
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryPage:
+    entries: list[HistoryEntry]
+    next_before_seq: int | None  # cursor for the next (older) page, None at the end
+    total: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class SearchPage:
+    matches: list[StoredResource]
+    included: list[StoredResource]
+    total: int | None
+    next_cursor: tuple[object, ...] | None  # keyset position after the last match, None at the end
+    snapshot: int  # engine position that bounds the result set for later pages
+
+
+@dataclass(frozen=True, slots=True)
+class Write:
+    """A new version to store. `expected_version` is the current version the writer saw (0: none)."""
+
+    resource: StoredResource
+    index: Sequence[IndexValue]
+    expected_version: int
+    method: Method
+
+
+class VersionConflict(Conflict):
+    """Another writer changed the resource since it was read."""
+
+
+class Transaction(Protocol):
+    """A unit of work: reads see its own earlier writes; everything commits or nothing does."""
+
+    async def read(self, resource_type: str, id: str) -> StoredResource | None: ...
+
+    async def search(self, query: SearchQuery) -> SearchPage: ...
+
+    async def write(self, write: Write) -> None: ...
+
+
+class Storage(Protocol):
+    async def open(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def ready(self) -> bool: ...
+
+    async def read(self, resource_type: str, id: str) -> StoredResource | None:
+        """The current version, or a deleted marker (`deleted=True`), or None if never stored."""
+        ...
+
+    async def vread(self, resource_type: str, id: str, version: int) -> StoredResource | None: ...
+
+    async def history(self, query: HistoryQuery) -> HistoryPage: ...
+
+    async def search(self, query: SearchQuery) -> SearchPage: ...
+
+    def transaction(self) -> AbstractAsyncContextManager[Transaction]: ...
+
+    async def count(self, resource_type: str | None = None) -> int: ...

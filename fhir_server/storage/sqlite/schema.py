@@ -1,0 +1,107 @@
+"""Tables and indexes of the SQLite engine.
+
+`history` holds every version's bytes once; `resources` is the current-version pointer per
+(type, id), so a read is two primary-key lookups and nothing is stored twice. Search values live in
+one side table per value type, keyed by `resources.pk`, replaced on every write of the resource.
+"""
+
+SCHEMA_VERSION = 1
+
+DDL = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+
+CREATE TABLE IF NOT EXISTS history (
+    seq INTEGER PRIMARY KEY,
+    type TEXT NOT NULL,
+    id TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    last_updated INTEGER NOT NULL,
+    method TEXT NOT NULL,
+    body BLOB NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS history_version ON history (type, id, version);
+CREATE INDEX IF NOT EXISTS history_type_time ON history (type, last_updated);
+CREATE INDEX IF NOT EXISTS history_time ON history (last_updated);
+
+CREATE TABLE IF NOT EXISTS resources (
+    pk INTEGER PRIMARY KEY,
+    type TEXT NOT NULL,
+    id TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    last_updated INTEGER NOT NULL,
+    deleted INTEGER NOT NULL,
+    seq INTEGER NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS resources_type_id ON resources (type, id);
+CREATE INDEX IF NOT EXISTS resources_type_time ON resources (type, last_updated);
+
+CREATE TABLE IF NOT EXISTS idx_token (
+    pk INTEGER NOT NULL, type TEXT NOT NULL, param TEXT NOT NULL,
+    system TEXT, code TEXT, text TEXT
+);
+CREATE INDEX IF NOT EXISTS idx_token_code ON idx_token (type, param, code, system);
+CREATE INDEX IF NOT EXISTS idx_token_pk ON idx_token (pk);
+
+CREATE TABLE IF NOT EXISTS idx_string (
+    pk INTEGER NOT NULL, type TEXT NOT NULL, param TEXT NOT NULL, norm TEXT NOT NULL, exact TEXT
+);
+CREATE INDEX IF NOT EXISTS idx_string_norm ON idx_string (type, param, norm);
+CREATE INDEX IF NOT EXISTS idx_string_pk ON idx_string (pk);
+
+CREATE TABLE IF NOT EXISTS idx_date (
+    pk INTEGER NOT NULL, type TEXT NOT NULL, param TEXT NOT NULL,
+    low INTEGER NOT NULL, high INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS idx_date_low ON idx_date (type, param, low);
+CREATE INDEX IF NOT EXISTS idx_date_high ON idx_date (type, param, high);
+CREATE INDEX IF NOT EXISTS idx_date_pk ON idx_date (pk, param);
+
+CREATE TABLE IF NOT EXISTS idx_number (
+    pk INTEGER NOT NULL, type TEXT NOT NULL, param TEXT NOT NULL, value REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS idx_number_value ON idx_number (type, param, value);
+CREATE INDEX IF NOT EXISTS idx_number_pk ON idx_number (pk);
+
+CREATE TABLE IF NOT EXISTS idx_quantity (
+    pk INTEGER NOT NULL, type TEXT NOT NULL, param TEXT NOT NULL,
+    value REAL NOT NULL, system TEXT, code TEXT, unit TEXT
+);
+CREATE INDEX IF NOT EXISTS idx_quantity_value ON idx_quantity (type, param, value);
+CREATE INDEX IF NOT EXISTS idx_quantity_pk ON idx_quantity (pk);
+
+CREATE TABLE IF NOT EXISTS idx_reference (
+    pk INTEGER NOT NULL, type TEXT NOT NULL, param TEXT NOT NULL,
+    target_type TEXT, target_id TEXT, url TEXT
+);
+CREATE INDEX IF NOT EXISTS idx_reference_target ON idx_reference (type, param, target_id, target_type);
+CREATE INDEX IF NOT EXISTS idx_reference_url ON idx_reference (type, param, url);
+CREATE INDEX IF NOT EXISTS idx_reference_pk ON idx_reference (pk);
+
+CREATE TABLE IF NOT EXISTS idx_uri (
+    pk INTEGER NOT NULL, type TEXT NOT NULL, param TEXT NOT NULL, uri TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS idx_uri_value ON idx_uri (type, param, uri);
+CREATE INDEX IF NOT EXISTS idx_uri_pk ON idx_uri (pk);
+
+-- One row per combination of a two-component composite's values: the first component is a
+-- token (system1, code1); the second a token (system2, code2), a quantity (value2, system2, code2),
+-- a date (low2, high2), a number (value2) or a string (str2).
+CREATE TABLE IF NOT EXISTS idx_composite (
+    pk INTEGER NOT NULL, type TEXT NOT NULL, param TEXT NOT NULL,
+    system1 TEXT, code1 TEXT, system2 TEXT, code2 TEXT,
+    value2 REAL, low2 INTEGER, high2 INTEGER, str2 TEXT
+);
+CREATE INDEX IF NOT EXISTS idx_composite_code ON idx_composite (type, param, code1, system1);
+CREATE INDEX IF NOT EXISTS idx_composite_pk ON idx_composite (pk);
+"""
+
+INDEX_TABLES = (
+    "idx_token",
+    "idx_string",
+    "idx_date",
+    "idx_number",
+    "idx_quantity",
+    "idx_reference",
+    "idx_uri",
+    "idx_composite",
+)

@@ -1,0 +1,229 @@
+"""Search and history on SQLite: assembly of the filtered, sorted, keyset-paged query."""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+from fhir_server.fhir.index_values import DATE_MAX, DATE_MIN
+from fhir_server.search.query import Include, SearchQuery, SortKey
+from fhir_server.storage.base import (
+    HistoryEntry,
+    HistoryPage,
+    HistoryQuery,
+    SearchPage,
+    StoredResource,
+)
+from fhir_server.storage.sqlite.sql_criteria import CriteriaCompiler, Fragment, _types_sql
+
+_SELECT = "SELECT r.pk, r.type, r.id, r.version, r.last_updated, h.body"
+_FROM = "FROM resources r JOIN history h ON h.seq = r.seq"
+_TOP_TEXT = "\U0010ffff"
+# How a sort key reads its value from the index tables: (table, column for asc, for desc).
+_SORT_SOURCES: dict[str, tuple[str, str, str, object, object]] = {
+    # type: (table, asc expr, desc expr, sentinel for missing when asc, when desc)
+    "date": ("idx_date", "MIN(low)", "MAX(high)", DATE_MAX, DATE_MIN),
+    "string": ("idx_string", "MIN(norm)", "MAX(norm)", _TOP_TEXT, ""),
+    "token": ("idx_token", "MIN(code)", "MAX(code)", _TOP_TEXT, ""),
+    "number": ("idx_number", "MIN(value)", "MAX(value)", 1e308, -1e308),
+    "quantity": ("idx_quantity", "MIN(value)", "MAX(value)", 1e308, -1e308),
+    "reference": ("idx_reference", "MIN(target_id)", "MAX(target_id)", _TOP_TEXT, ""),
+    "uri": ("idx_uri", "MIN(uri)", "MAX(uri)", _TOP_TEXT, ""),
+}
+
+
+def _sort_expr(key: SortKey) -> Fragment:
+    if key.param == "_id":
+        return "r.id", []
+    if key.param == "_lastUpdated":
+        return "r.last_updated", []
+    table, asc, desc, miss_asc, miss_desc = _SORT_SOURCES[key.param_type]
+    agg = desc if key.descending else asc
+    missing = miss_desc if key.descending else miss_asc
+    sql = f"COALESCE((SELECT {agg} FROM {table} s WHERE s.pk = r.pk AND s.param = ?), ?)"
+    return sql, [key.param, missing]
+
+
+def _keyset(n_keys: int, descending: list[bool], after: tuple[object, ...]) -> Fragment:
+    """Rows strictly after `after` in the order (s0, s1, ..., pk): an OR of prefix equalities."""
+    cols = [f"s{i}" for i in range(n_keys)] + ["pk"]
+    dirs = [*descending, False]
+    ors: list[str] = []
+    params: list[object] = []
+    for i in range(len(cols)):
+        parts = [f"{cols[j]} = ?" for j in range(i)]
+        parts.append(f"{cols[i]} {'<' if dirs[i] else '>'} ?")
+        ors.append("(" + " AND ".join(parts) + ")")
+        params.extend(after[: i + 1])
+    return "(" + " OR ".join(ors) + ")", params
+
+
+def _filters(query: SearchQuery) -> Fragment:
+    tsql, tparams = _types_sql(query.resource_types, "r.type")
+    csql, cparams = CriteriaCompiler(query.resource_types).clauses(query.clauses)
+    return f"r.deleted = 0 AND {tsql} AND {csql}", [*tparams, *cparams]
+
+
+def _to_stored(row: tuple[Any, ...]) -> StoredResource:
+    return StoredResource(row[1], row[2], row[3], row[4], False, bytes(row[5]))
+
+
+def run_search(conn: sqlite3.Connection, query: SearchQuery) -> SearchPage:
+    snapshot = query.snapshot
+    if snapshot is None:
+        snapshot = int(conn.execute("SELECT COALESCE(MAX(pk), 0) FROM resources").fetchone()[0])
+    where, params = _filters(query)
+    where += " AND r.pk <= ?"
+    params.append(snapshot)
+
+    sort_cols: list[str] = []
+    sort_params: list[object] = []
+    for i, key in enumerate(query.sort):
+        expr, p = _sort_expr(key)
+        sort_cols.append(f"{expr} AS s{i}")
+        sort_params.extend(p)
+    inner = (
+        f"{_SELECT}{''.join(', ' + c for c in sort_cols)} {_FROM} WHERE {where}"
+        if sort_cols
+        else f"{_SELECT} {_FROM} WHERE {where}"
+    )
+    outer_where = "1"
+    outer_params: list[object] = []
+    descending = [k.descending for k in query.sort]
+    if query.after is not None:
+        outer_where, outer_params = _keyset(len(query.sort), descending, query.after)
+    order = ", ".join(
+        [f"s{i} {'DESC' if d else 'ASC'}" for i, d in enumerate(descending)] + ["pk ASC"]
+    )
+    sql = f"SELECT * FROM ({inner}) WHERE {outer_where} ORDER BY {order} LIMIT ?"
+    all_params = [*sort_params, *params, *outer_params, query.count + 1]
+    rows = conn.execute(sql, all_params).fetchall() if query.count > 0 else []
+
+    more = len(rows) > query.count
+    rows = rows[: query.count]
+    matches = [_to_stored(r) for r in rows]
+    next_cursor: tuple[object, ...] | None = None
+    if more and rows:
+        last = rows[-1]
+        next_cursor = (*last[6 : 6 + len(query.sort)], last[0])
+
+    total: int | None = None
+    if query.total in ("accurate", "estimate") or (
+        query.after is None and not more and query.count > 0
+    ):
+        if query.after is None and not more and query.count > 0:
+            total = len(matches)
+        else:
+            total = int(
+                conn.execute(f"SELECT count(*) {_FROM} WHERE {where}", params).fetchone()[0]
+            )
+    included = _includes(conn, query.includes, rows) if query.includes and rows else []
+    return SearchPage(matches, included, total, next_cursor, snapshot)
+
+
+def _includes(
+    conn: sqlite3.Connection, includes: tuple[Include, ...], rows: list[Any]
+) -> list[StoredResource]:
+    seen: set[int] = {r[0] for r in rows}
+    frontier: list[tuple[int, str, str]] = [(r[0], r[1], r[2]) for r in rows]
+    found: list[StoredResource] = []
+    for round_ in range(4):  # :iterate goes a few levels deep; bounded so cycles end
+        new_rows: list[Any] = []
+        for inc in includes:
+            if round_ > 0 and not inc.iterate:
+                continue
+            new_rows.extend(_include_once(conn, inc, frontier))
+        frontier = []
+        for row in new_rows:
+            if row[0] not in seen:
+                seen.add(row[0])
+                found.append(_to_stored(row))
+                frontier.append((row[0], row[1], row[2]))
+        if not frontier:
+            break
+    return found
+
+
+def _include_once(
+    conn: sqlite3.Connection, inc: Include, frontier: list[tuple[int, str, str]]
+) -> list[Any]:
+    param_sql, param_params = ("1", []) if inc.param == "*" else ("ref.param = ?", [inc.param])
+    target_sql, target_params = (
+        ("1", []) if inc.target_type is None else ("ref.target_type = ?", [inc.target_type])
+    )
+    out: list[Any] = []
+    if not inc.reverse:
+        pks = [pk for pk, rtype, _ in frontier if rtype == inc.source_type]
+        for chunk in _chunks(pks):
+            sql = (
+                f"{_SELECT} {_FROM} JOIN idx_reference ref ON ref.target_type = r.type "
+                f"AND ref.target_id = r.id WHERE ref.pk IN ({','.join('?' * len(chunk))}) "
+                f"AND {param_sql} AND {target_sql} AND r.deleted = 0"
+            )
+            out.extend(conn.execute(sql, [*chunk, *param_params, *target_params]).fetchall())
+    else:
+        for chunk in _chunks([(t, i) for _, t, i in frontier]):
+            ids = [i for _, i in chunk]
+            types = sorted({t for t, _ in chunk})
+            tsql, tparams = _types_sql(tuple(types), "ref.target_type")
+            sql = (
+                f"{_SELECT} {_FROM} JOIN idx_reference ref ON ref.pk = r.pk "
+                f"WHERE ref.type = ? AND {param_sql} AND {target_sql} AND {tsql} "
+                f"AND ref.target_id IN ({','.join('?' * len(ids))}) AND r.deleted = 0"
+            )
+            params = [inc.source_type, *param_params, *target_params, *tparams, *ids]
+            out.extend(conn.execute(sql, params).fetchall())
+    return out
+
+
+def _chunks(items: list[Any], size: int = 500) -> list[list[Any]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def run_history(conn: sqlite3.Connection, q: HistoryQuery) -> HistoryPage:
+    conds: list[str] = []
+    params: list[object] = []
+    if q.resource_type is not None:
+        conds.append("h.type = ?")
+        params.append(q.resource_type)
+    if q.id is not None:
+        conds.append("h.id = ?")
+        params.append(q.id)
+    if q.since is not None:
+        conds.append("h.last_updated >= ?")
+        params.append(q.since)
+    if q.at is not None:
+        low, high = q.at
+        # Versions current at some time in [low, high): written before high, and not replaced
+        # by a next version before low.
+        conds.append(
+            "h.last_updated < ? AND NOT EXISTS (SELECT 1 FROM history n WHERE n.type = h.type "
+            "AND n.id = h.id AND n.version = h.version + 1 AND n.last_updated <= ?)"
+        )
+        params.extend([high, low])
+    where = " AND ".join(conds) or "1"
+    total = None
+    if q.id is not None:  # counting a whole type's or the system's history would cost a scan
+        total = int(
+            conn.execute(f"SELECT count(*) FROM history h WHERE {where}", params).fetchone()[0]
+        )
+    page_where = where
+    page_params = list(params)
+    if q.before_seq is not None:
+        page_where += " AND h.seq < ?"
+        page_params.append(q.before_seq)
+    rows = conn.execute(
+        "SELECT h.seq, h.type, h.id, h.version, h.last_updated, h.method, h.body FROM history h "
+        f"WHERE {page_where} ORDER BY h.seq DESC LIMIT ?",
+        [*page_params, q.count + 1],
+    ).fetchall()
+    more = len(rows) > q.count
+    rows = rows[: q.count]
+    entries = [
+        HistoryEntry(
+            StoredResource(r[1], r[2], r[3], r[4], r[5] == "DELETE", bytes(r[6])),
+            r[5],
+        )
+        for r in rows
+    ]
+    return HistoryPage(entries, rows[-1][0] if more and rows else None, total)

@@ -1,0 +1,30 @@
+"""API tests drive the real ASGI app over HTTP (httpx) against a real SQLite store per test."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+from asgi_lifespan import LifespanManager
+
+from fhir_server.app import create_app
+from fhir_server.settings import Settings
+
+BASE = "http://testserver/fhir"
+
+
+def make_settings(tmp_path: Path, **overrides: object) -> Settings:
+    values: dict[str, object] = {"data_dir": tmp_path / "data", "seed": False}
+    values.update(overrides)
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+async def client(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(make_settings(tmp_path))
+    async with LifespanManager(app) as manager:
+        transport = httpx.ASGITransport(app=manager.app)
+        async with httpx.AsyncClient(transport=transport, base_url=BASE) as c:
+            yield c
