@@ -28,6 +28,9 @@ _ERRORS = {
     "422": "The resource is not valid FHIR R4",
 }
 
+_READ_ERRORS = ("400", "404", "406", "410")
+_WRITE_ERRORS = ("400", "404", "409", "412", "413", "415", "422")
+
 
 def _body(schema: str) -> dict[str, Any]:
     return {"content": {FHIR_JSON: {"schema": {"$ref": f"#/components/schemas/{schema}"}}}}
@@ -44,8 +47,9 @@ def _op(
     responses: dict[str, Any] = {
         ok: {"description": summary, **(_body(ok_schema) if ok_schema else {})}
     }
-    for code, text in _ERRORS.items():
-        responses[code] = {"description": text, **_body("OperationOutcome")}
+    errors = _WRITE_ERRORS if body else _READ_ERRORS
+    for code in errors:
+        responses[code] = {"$ref": f"#/components/responses/E{code}"}
     op: dict[str, Any] = {"summary": summary, "parameters": params, "responses": responses}
     if body:
         op["requestBody"] = {
@@ -79,64 +83,54 @@ def _header(name: str, description: str) -> dict[str, Any]:
     }
 
 
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/parameters/{name}"}
+
+
 def build(registry: SearchParamRegistry) -> dict[str, Any]:
     paths: dict[str, Any] = {}
-    result_params = [_query(p) for p in RESULT_PARAMETERS]
-    if_match = _header("If-Match", 'W/"<version>": update only that version')
+    parameters: dict[str, Any] = {p: _query(p) for p in (*RESULT_PARAMETERS, "_id", "_lastUpdated")}
+    parameters["id"] = _path_param("id")
+    parameters["vid"] = _path_param("vid")
+    parameters["If-Match"] = _header("If-Match", 'W/"<version>": change only that version')
+    parameters["If-None-Exist"] = _header("If-None-Exist", "conditional create criteria")
+    for p in ("_since", "_at"):
+        parameters[p] = _query(p)
+    result_params = [_ref(p) for p in RESULT_PARAMETERS]
+    history_params = [_ref("_since"), _ref("_at"), _ref("_count")]
+    idp = [_ref("id")]
     for t in sorted(resource_types()):
-        search = [_query("_id"), _query("_lastUpdated")]
-        search += [
-            _query(c, d.description)
-            for c, d in sorted(registry.for_type(t).items())
-            if d.type != "special"
-        ]
-        search += result_params
+        criteria = [_ref("_id"), _ref("_lastUpdated")]
+        for code, d in sorted(registry.for_type(t).items()):
+            if d.type == "special" or code.startswith("_"):
+                continue
+            parameters[f"{t}.{code}"] = _query(code, d.description)
+            criteria.append(_ref(f"{t}.{code}"))
         tag = [t]
         paths[f"/fhir/{t}"] = {
-            "get": {**_op(f"Search {t}", "200", "Bundle", search), "tags": tag},
-            "post": {
-                **_op(
-                    f"Create a {t}",
-                    "201",
-                    t,
-                    [_header("If-None-Exist", "conditional create criteria")],
-                    t,
-                ),
-                "tags": tag,
-            },
-            "put": {
-                **_op(f"Conditional update of {t}", "200", t, search[: -len(result_params)], t),
-                "tags": tag,
-            },
-            "delete": {
-                **_op(f"Conditional delete of {t}", "204", None, search[: -len(result_params)]),
-                "tags": tag,
-            },
+            "get": {**_op(f"Search {t}", "200", "Bundle", criteria + result_params), "tags": tag},
+            "post": {**_op(f"Create a {t}", "201", t, [_ref("If-None-Exist")], t), "tags": tag},
+            "put": {**_op(f"Conditional update of {t}", "200", t, criteria, t), "tags": tag},
+            "delete": {**_op(f"Conditional delete of {t}", "204", None, criteria), "tags": tag},
         }
         paths[f"/fhir/{t}/_search"] = {
             "post": {**_op(f"Search {t} (form body)", "200", "Bundle", []), "tags": tag}
         }
         paths[f"/fhir/{t}/_history"] = {
-            "get": {
-                **_op(
-                    f"History of all {t}",
-                    "200",
-                    "Bundle",
-                    [_query("_since"), _query("_at"), _query("_count")],
-                ),
-                "tags": tag,
-            }
+            "get": {**_op(f"History of all {t}", "200", "Bundle", history_params), "tags": tag}
         }
-        idp = [_path_param("id")]
         paths[f"/fhir/{t}/{{id}}"] = {
             "get": {**_op(f"Read a {t}", "200", t, idp), "tags": tag},
-            "put": {**_op(f"Update (or create) a {t}", "200", t, [*idp, if_match], t), "tags": tag},
+            "put": {
+                **_op(f"Update (or create) a {t}", "200", t, [*idp, _ref("If-Match")], t),
+                "tags": tag,
+            },
             "patch": {
                 **_op(
                     f"Patch a {t} (JSON Patch)",
                     "200",
                     t,
-                    [*idp, if_match],
+                    [*idp, _ref("If-Match")],
                     "JsonPatch",
                     "application/json-patch+json",
                 ),
@@ -145,13 +139,13 @@ def build(registry: SearchParamRegistry) -> dict[str, Any]:
             "delete": {**_op(f"Delete a {t}", "204", None, idp), "tags": tag},
         }
         paths[f"/fhir/{t}/{{id}}/_history"] = {
-            "get": {**_op(f"History of a {t}", "200", "Bundle", idp), "tags": tag}
-        }
-        paths[f"/fhir/{t}/{{id}}/_history/{{vid}}"] = {
             "get": {
-                **_op(f"Read a version of a {t}", "200", t, [*idp, _path_param("vid")]),
+                **_op(f"History of a {t}", "200", "Bundle", [*idp, *history_params]),
                 "tags": tag,
             }
+        }
+        paths[f"/fhir/{t}/{{id}}/_history/{{vid}}"] = {
+            "get": {**_op(f"Read a version of a {t}", "200", t, [*idp, _ref("vid")]), "tags": tag}
         }
     paths["/fhir"] = {
         "post": _op("Process a batch or transaction Bundle", "200", "Bundle", [], "Bundle"),
@@ -167,6 +161,9 @@ def build(registry: SearchParamRegistry) -> dict[str, Any]:
         "properties": {"resourceType": {"type": "string"}, "id": {"type": "string"}},
     }
     schemas: dict[str, Any] = {t: resource_schema for t in resource_types()}
+    schemas["Bundle"] = resource_schema
+    schemas["OperationOutcome"] = resource_schema
+    schemas["CapabilityStatement"] = resource_schema
     schemas["JsonPatch"] = {"type": "array", "items": {"type": "object"}}
     return {
         "openapi": "3.1.0",
@@ -176,7 +173,14 @@ def build(registry: SearchParamRegistry) -> dict[str, Any]:
             "description": f"FHIR {FHIR_VERSION} REST API. Every error is an OperationOutcome.",
         },
         "paths": paths,
-        "components": {"schemas": schemas},
+        "components": {
+            "schemas": schemas,
+            "parameters": parameters,
+            "responses": {
+                f"E{code}": {"description": text, **_body("OperationOutcome")}
+                for code, text in _ERRORS.items()
+            },
+        },
     }
 
 

@@ -63,7 +63,12 @@ def main(package: str) -> None:
                     has_model = False
                 summary, required = _top_level_elements(sd)
                 types.append(
-                    {"type": rtype, "r4b_model": has_model, "summary": summary, "required": required}
+                    {
+                        "type": rtype,
+                        "r4b_model": has_model,
+                        "summary": summary,
+                        "required": required,
+                    }
                 )
     types.sort(key=lambda t: str(t["type"]))
     OUT.write_text(json.dumps(types, separators=(",", ":")) + "\n")

@@ -101,5 +101,8 @@ def build(ctx: Services, base_url: str, now_us: int) -> dict[str, Any]:
 
 
 def respond(ctx: Services, req: FhirRequest) -> FhirResponse:
-    body = jsonio.dumps(build(ctx, req.base_url, ctx.clock.now_us()))
+    body = ctx.capability_cache.get(req.base_url)
+    if body is None:
+        body = jsonio.dumps(build(ctx, req.base_url, ctx.clock.now_us()))
+        ctx.capability_cache[req.base_url] = body
     return FhirResponse(200, body, {})

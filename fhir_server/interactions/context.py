@@ -67,4 +67,5 @@ class Services:
     tz: tzinfo
     clock: Clock = field(default_factory=Clock)
     resource_types: frozenset[str] = frozenset()
-    capability_statement: bytes | None = None  # built once at start
+    # CapabilityStatement bytes per base URL, built on first request: it only changes on restart.
+    capability_cache: dict[str, bytes] = field(default_factory=dict)

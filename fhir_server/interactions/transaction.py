@@ -17,7 +17,7 @@ from fhir_server.errors import BadRequest, FhirError, Issue, PreconditionFailed
 from fhir_server.fhir import jsonio
 from fhir_server.interactions import create, delete, patch, update
 from fhir_server.interactions.bundles import bundle
-from fhir_server.interactions.common import http_date, location, prefer_return
+from fhir_server.interactions.common import body_resource, http_date, location, prefer_return
 from fhir_server.interactions.conditional import find_matches, parse_criteria
 from fhir_server.interactions.context import FhirRequest, FhirResponse, Services
 from fhir_server.interactions.references import rewrite_references
@@ -129,13 +129,13 @@ async def _run_entry(
         raise BadRequest(f"Unknown resource type in entry url '{sub.path}'")
     id = parts[1] if len(parts) > 1 else None
     if sub.method == "POST":
-        resource = create.body_resource(sub, rtype)
+        resource = body_resource(sub, rtype)
         result = await create.create_in(
             ctx, tx, rtype, resource, sub.base_url, sub.header("if-none-exist"), new_id
         )
         return result.stored, "201 Created" if result.status == 201 else "200 OK"
     if sub.method == "PUT":
-        resource = update.body_resource(sub, rtype)
+        resource = body_resource(sub, rtype)
         if id is None:
             result = await update.conditional_update_in(ctx, tx, sub, rtype, resource)
         else:

@@ -96,8 +96,9 @@ def parse_string(param: str, text: str, modifier: str | None) -> StringCriterion
     value = unescape(text)
     if modifier == "exact":
         return StringCriterion(param, value, "exact")
-    mode = "contains" if modifier == "contains" else "prefix"
-    return StringCriterion(param, normalize_string(value), mode)
+    if modifier == "contains":
+        return StringCriterion(param, normalize_string(value), "contains")
+    return StringCriterion(param, normalize_string(value), "prefix")
 
 
 def parse_date(param: str, text: str, tz: tzinfo) -> DateCriterion:

@@ -15,7 +15,12 @@ def _obs(subject: str) -> dict[str, Any]:
         "status": "final",
         "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
         "subject": {"reference": subject},
-        "valueQuantity": {"value": 72, "unit": "/min", "system": "http://unitsofmeasure.org", "code": "/min"},
+        "valueQuantity": {
+            "value": 72,
+            "unit": "/min",
+            "system": "http://unitsofmeasure.org",
+            "code": "/min",
+        },
     }
 
 
@@ -24,10 +29,16 @@ async def test_transaction_resolves_urn_uuid(client: httpx.AsyncClient) -> None:
         "resourceType": "Bundle",
         "type": "transaction",
         "entry": [
-            {"fullUrl": "urn:uuid:obs-1", "resource": _obs("urn:uuid:pat-1"),
-             "request": {"method": "POST", "url": "Observation"}},
-            {"fullUrl": "urn:uuid:pat-1", "resource": PATIENT,
-             "request": {"method": "POST", "url": "Patient"}},
+            {
+                "fullUrl": "urn:uuid:obs-1",
+                "resource": _obs("urn:uuid:pat-1"),
+                "request": {"method": "POST", "url": "Observation"},
+            },
+            {
+                "fullUrl": "urn:uuid:pat-1",
+                "resource": PATIENT,
+                "request": {"method": "POST", "url": "Patient"},
+            },
         ],
     }
     r = await client.post("", json=bundle)
@@ -48,10 +59,14 @@ async def test_transaction_is_atomic(client: httpx.AsyncClient) -> None:
         "resourceType": "Bundle",
         "type": "transaction",
         "entry": [
-            {"resource": {**PATIENT, "id": "keep-out"},
-             "request": {"method": "PUT", "url": "Patient/keep-out"}},
-            {"resource": {**PATIENT, "gender": "not-a-gender"},
-             "request": {"method": "POST", "url": "Patient"}},
+            {
+                "resource": {**PATIENT, "id": "keep-out"},
+                "request": {"method": "PUT", "url": "Patient/keep-out"},
+            },
+            {
+                "resource": {**PATIENT, "gender": "not-a-gender"},
+                "request": {"method": "POST", "url": "Patient"},
+            },
         ],
     }
     r = await client.post("", json=bundle)
@@ -62,17 +77,34 @@ async def test_transaction_is_atomic(client: httpx.AsyncClient) -> None:
     assert (await client.get("Patient")).json().get("total") == 0
 
 
-async def test_transaction_conditional_reference_and_if_none_exist(client: httpx.AsyncClient) -> None:
-    org = {"resourceType": "Organization", "name": "Clinic",
-           "identifier": [{"system": "urn:npi", "value": "42"}]}
-    entry_org = {"fullUrl": "urn:uuid:org", "resource": org,
-                 "request": {"method": "POST", "url": "Organization", "ifNoneExist": "identifier=urn:npi|42"}}
-    first = await client.post("", json={"resourceType": "Bundle", "type": "transaction", "entry": [entry_org]})
+async def test_transaction_conditional_reference_and_if_none_exist(
+    client: httpx.AsyncClient,
+) -> None:
+    org = {
+        "resourceType": "Organization",
+        "name": "Clinic",
+        "identifier": [{"system": "urn:npi", "value": "42"}],
+    }
+    entry_org = {
+        "fullUrl": "urn:uuid:org",
+        "resource": org,
+        "request": {
+            "method": "POST",
+            "url": "Organization",
+            "ifNoneExist": "identifier=urn:npi|42",
+        },
+    }
+    first = await client.post(
+        "", json={"resourceType": "Bundle", "type": "transaction", "entry": [entry_org]}
+    )
     assert first.status_code == 200
     org_loc = first.json()["entry"][0]["response"]["location"]
     pat = {**PATIENT, "managingOrganization": {"reference": "Organization?identifier=urn:npi|42"}}
-    bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [
-        entry_org, {"resource": pat, "request": {"method": "POST", "url": "Patient"}}]}
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [entry_org, {"resource": pat, "request": {"method": "POST", "url": "Patient"}}],
+    }
     r = await client.post("", json=bundle)
     assert r.status_code == 200, r.text
     entries = r.json()["entry"]
@@ -84,36 +116,57 @@ async def test_transaction_conditional_reference_and_if_none_exist(client: httpx
     assert stored["managingOrganization"]["reference"] == f"Organization/{org_id}"
     # a conditional reference that matches nothing fails the whole transaction
     bad = {**PATIENT, "managingOrganization": {"reference": "Organization?identifier=urn:npi|0"}}
-    r = await client.post("", json={"resourceType": "Bundle", "type": "transaction",
-                                    "entry": [{"resource": bad, "request": {"method": "POST", "url": "Patient"}}]})
+    r = await client.post(
+        "",
+        json={
+            "resourceType": "Bundle",
+            "type": "transaction",
+            "entry": [{"resource": bad, "request": {"method": "POST", "url": "Patient"}}],
+        },
+    )
     assert r.status_code == 412
 
 
 async def test_transaction_order_and_duplicates(client: httpx.AsyncClient) -> None:
     await client.put("Patient/d1", json={**PATIENT, "id": "d1"})
-    bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [
-        {"request": {"method": "GET", "url": "Patient/d1"}},
-        {"request": {"method": "DELETE", "url": "Patient/d1"}},
-    ]}
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {"request": {"method": "GET", "url": "Patient/d1"}},
+            {"request": {"method": "DELETE", "url": "Patient/d1"}},
+        ],
+    }
     r = await client.post("", json=bundle)
     assert r.status_code == 200
     entries = r.json()["entry"]
     # R4 order: the DELETE runs before the GET, which then sees the deletion
     assert entries[0]["response"]["status"] == "410"
     assert entries[1]["response"]["status"] == "204 No Content"
-    dup = {"resourceType": "Bundle", "type": "transaction", "entry": [
-        {"resource": {**PATIENT, "id": "x"}, "request": {"method": "PUT", "url": "Patient/x"}},
-        {"resource": {**PATIENT, "id": "x"}, "request": {"method": "PUT", "url": "Patient/x"}},
-    ]}
+    dup = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {"resource": {**PATIENT, "id": "x"}, "request": {"method": "PUT", "url": "Patient/x"}},
+            {"resource": {**PATIENT, "id": "x"}, "request": {"method": "PUT", "url": "Patient/x"}},
+        ],
+    }
     assert (await client.post("", json=dup)).status_code == 400
 
 
 async def test_batch_entries_are_independent(client: httpx.AsyncClient) -> None:
-    bundle = {"resourceType": "Bundle", "type": "batch", "entry": [
-        {"resource": PATIENT, "request": {"method": "POST", "url": "Patient"}},
-        {"resource": {**PATIENT, "gender": "bogus"}, "request": {"method": "POST", "url": "Patient"}},
-        {"request": {"method": "GET", "url": "Patient/missing"}},
-    ]}
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "batch",
+        "entry": [
+            {"resource": PATIENT, "request": {"method": "POST", "url": "Patient"}},
+            {
+                "resource": {**PATIENT, "gender": "bogus"},
+                "request": {"method": "POST", "url": "Patient"},
+            },
+            {"request": {"method": "GET", "url": "Patient/missing"}},
+        ],
+    }
     r = await client.post("", json=bundle)
     assert r.status_code == 200
     body = r.json()
@@ -127,8 +180,9 @@ async def test_batch_entries_are_independent(client: httpx.AsyncClient) -> None:
 async def test_bad_bundles(client: httpx.AsyncClient) -> None:
     r = await client.post("", json={"resourceType": "Bundle", "type": "collection"})
     assert r.status_code == 400
-    r = await client.post("", json={"resourceType": "Bundle", "type": "transaction",
-                                    "entry": [{"resource": PATIENT}]})
+    r = await client.post(
+        "", json={"resourceType": "Bundle", "type": "transaction", "entry": [{"resource": PATIENT}]}
+    )
     assert r.status_code == 400
     r = await client.post("", json=PATIENT)
     assert r.status_code == 400

@@ -145,7 +145,9 @@ async def test_decimals_keep_their_text(client: httpx.AsyncClient) -> None:
         b'"valueQuantity":{"value":1.50,"unit":"kg"},'
         b'"component":[{"code":{"text":"x"},"valueQuantity":{"value":6.0}}]}'
     )
-    r = await client.post("Observation", content=obs, headers={"Content-Type": "application/fhir+json"})
+    r = await client.post(
+        "Observation", content=obs, headers={"Content-Type": "application/fhir+json"}
+    )
     assert r.status_code == 201, r.text
     read = await client.get(f"Observation/{r.json()['id']}")
     assert b'"value":1.50' in read.content
@@ -159,8 +161,12 @@ async def test_validation_errors_are_422(client: httpx.AsyncClient) -> None:
     assert "gender" in " ".join(issue.get("expression", [])) + issue["diagnostics"]
     r = await client.post(
         "Observation",
-        json={"resourceType": "Observation", "status": "final", "code": {"text": "x"},
-              "valueQuantity": {"value": "72"}},
+        json={
+            "resourceType": "Observation",
+            "status": "final",
+            "code": {"text": "x"},
+            "valueQuantity": {"value": "72"},
+        },
     )
     assert r.status_code == 422
     r = await client.post("Patient", json={**PATIENT, "unknownElement": 1})
@@ -168,7 +174,9 @@ async def test_validation_errors_are_422(client: httpx.AsyncClient) -> None:
 
 
 async def test_malformed_and_wrong_type_bodies(client: httpx.AsyncClient) -> None:
-    r = await client.post("Patient", content=b"{not json", headers={"Content-Type": "application/fhir+json"})
+    r = await client.post(
+        "Patient", content=b"{not json", headers={"Content-Type": "application/fhir+json"}
+    )
     assert r.status_code == 400
     assert r.json()["resourceType"] == "OperationOutcome"
     r = await client.post("Patient", json={"resourceType": "Observation", "status": "final"})
@@ -216,13 +224,18 @@ async def test_conditional_create(client: httpx.AsyncClient) -> None:
 
 
 async def test_conditional_update_and_delete(client: httpx.AsyncClient) -> None:
-    r = await client.put("Patient", params={"identifier": "urn:mrn|777"},
-                         json={**PATIENT, "identifier": [{"system": "urn:mrn", "value": "777"}]})
+    r = await client.put(
+        "Patient",
+        params={"identifier": "urn:mrn|777"},
+        json={**PATIENT, "identifier": [{"system": "urn:mrn", "value": "777"}]},
+    )
     assert r.status_code == 201
     pid = r.json()["id"]
-    r = await client.put("Patient", params={"identifier": "urn:mrn|777"},
-                         json={**PATIENT, "gender": "female",
-                               "identifier": [{"system": "urn:mrn", "value": "777"}]})
+    r = await client.put(
+        "Patient",
+        params={"identifier": "urn:mrn|777"},
+        json={**PATIENT, "gender": "female", "identifier": [{"system": "urn:mrn", "value": "777"}]},
+    )
     assert r.status_code == 200
     assert r.json()["id"] == pid
     assert r.json()["meta"]["versionId"] == "2"

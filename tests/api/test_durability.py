@@ -22,9 +22,20 @@ def _free_port() -> int:
 def _start(data_dir: Path, port: int) -> subprocess.Popen[bytes]:
     env = {**os.environ, "FHIR_SERVER_SEED": "false"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "fhir_server", "serve", "--port", str(port),
-         "--data-dir", str(data_dir), "--no-seed"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            sys.executable,
+            "-m",
+            "fhir_server",
+            "serve",
+            "--port",
+            str(port),
+            "--data-dir",
+            str(data_dir),
+            "--no-seed",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -45,12 +56,13 @@ def test_data_survives_a_killed_server(tmp_path: Path) -> None:
     try:
         written = []
         for i in range(20):
-            r = httpx.post(f"{base}/Patient", json={"resourceType": "Patient",
-                                                     "name": [{"family": f"Durable{i}"}]})
+            r = httpx.post(
+                f"{base}/Patient",
+                json={"resourceType": "Patient", "name": [{"family": f"Durable{i}"}]},
+            )
             assert r.status_code == 201
             written.append(r.json())
-        r = httpx.put(f"{base}/Patient/{written[0]['id']}",
-                      json={**written[0], "gender": "female"})
+        r = httpx.put(f"{base}/Patient/{written[0]['id']}", json={**written[0], "gender": "female"})
         assert r.status_code == 200
     finally:
         proc.send_signal(signal.SIGKILL)

@@ -15,8 +15,10 @@ async def test_type_and_system_history_with_since_and_paging(client: httpx.Async
     marker = (await client.get("Patient/h4")).json()["meta"]["lastUpdated"]
     await asyncio.sleep(0.01)
     await client.put("Patient/h0", json={**PATIENT, "id": "h0", "gender": "female"})
-    await client.post("Observation", json={"resourceType": "Observation", "status": "final",
-                                            "code": {"text": "x"}})
+    await client.post(
+        "Observation",
+        json={"resourceType": "Observation", "status": "final", "code": {"text": "x"}},
+    )
     hist = (await client.get("Patient/_history")).json()
     assert len(hist["entry"]) == 6
     since = (await client.get("Patient/_history", params={"_since": marker})).json()
@@ -27,7 +29,9 @@ async def test_type_and_system_history_with_since_and_paging(client: httpx.Async
     seen: list[str] = []
     page = (await client.get("_history", params={"_count": "2"})).json()
     while True:
-        seen += [f"{e['resource']['id']}/{e['resource']['meta']['versionId']}" for e in page["entry"]]
+        seen += [
+            f"{e['resource']['id']}/{e['resource']['meta']['versionId']}" for e in page["entry"]
+        ]
         nxt = [ln["url"] for ln in page.get("link", []) if ln["relation"] == "next"]
         if not nxt:
             break

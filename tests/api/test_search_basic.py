@@ -13,36 +13,69 @@ LOINC = "http://loinc.org"
 
 def obs(id: str, patient: str, code: str, when: str, value: float) -> dict[str, Any]:
     return {
-        "resourceType": "Observation", "id": id, "status": "final",
-        "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category",
-                                  "code": "vital-signs"}]}],
+        "resourceType": "Observation",
+        "id": id,
+        "status": "final",
+        "category": [
+            {
+                "coding": [
+                    {
+                        "system": "http://terminology.hl7.org/CodeSystem/observation-category",
+                        "code": "vital-signs",
+                    }
+                ]
+            }
+        ],
         "code": {"coding": [{"system": LOINC, "code": code}]},
         "subject": {"reference": f"Patient/{patient}"},
         "device": {"reference": f"Device/dev-{patient}"},
         "effectiveDateTime": when,
-        "valueQuantity": {"value": value, "unit": "/min", "system": "http://unitsofmeasure.org",
-                          "code": "/min"},
+        "valueQuantity": {
+            "value": value,
+            "unit": "/min",
+            "system": "http://unitsofmeasure.org",
+            "code": "/min",
+        },
     }
 
 
 async def _load(client: httpx.AsyncClient) -> None:
     for pid, family in (("p1", "Smith"), ("p2", "Smythe"), ("p3", "Jones")):
-        r = await client.put(f"Patient/{pid}", json={"resourceType": "Patient", "id": pid,
-                                                      "name": [{"family": family}]})
+        r = await client.put(
+            f"Patient/{pid}",
+            json={"resourceType": "Patient", "id": pid, "name": [{"family": family}]},
+        )
         assert r.status_code == 201, r.text
-        r = await client.put(f"Device/dev-{pid}", json={"resourceType": "Device", "id": f"dev-{pid}",
-                                                        "patient": {"reference": f"Patient/{pid}"}})
+        r = await client.put(
+            f"Device/dev-{pid}",
+            json={
+                "resourceType": "Device",
+                "id": f"dev-{pid}",
+                "patient": {"reference": f"Patient/{pid}"},
+            },
+        )
         assert r.status_code == 201, r.text
-    rows = [("o1", "p1", "8867-4", "2024-03-01T10:00:00Z", 70), ("o2", "p1", "8867-4", "2024-03-15T10:00:00Z", 80),
-            ("o3", "p1", "59408-5", "2024-03-15T10:00:00Z", 97), ("o4", "p2", "8867-4", "2024-04-02T10:00:00Z", 90),
-            ("o5", "p3", "8867-4", "2024-02-28", 60)]
+    rows = [
+        ("o1", "p1", "8867-4", "2024-03-01T10:00:00Z", 70),
+        ("o2", "p1", "8867-4", "2024-03-15T10:00:00Z", 80),
+        ("o3", "p1", "59408-5", "2024-03-15T10:00:00Z", 97),
+        ("o4", "p2", "8867-4", "2024-04-02T10:00:00Z", 90),
+        ("o5", "p3", "8867-4", "2024-02-28", 60),
+    ]
     for row in rows:
         r = await client.put(f"Observation/{row[0]}", json=obs(*row))
         assert r.status_code == 201, r.text
     for eid, cls, pid in (("e1", "VR", "p1"), ("e2", "AMB", "p1"), ("e3", "VR", "p2")):
-        r = await client.put(f"Encounter/{eid}", json={
-            "resourceType": "Encounter", "id": eid, "status": "finished",
-            "class": {"system": VR, "code": cls}, "subject": {"reference": f"Patient/{pid}"}})
+        r = await client.put(
+            f"Encounter/{eid}",
+            json={
+                "resourceType": "Encounter",
+                "id": eid,
+                "status": "finished",
+                "class": {"system": VR, "code": cls},
+                "subject": {"reference": f"Patient/{pid}"},
+            },
+        )
         assert r.status_code == 201, r.text
 
 
@@ -56,12 +89,17 @@ async def _ids(client: httpx.AsyncClient, path: str, **params: str) -> set[str]:
 async def test_token_reference_date(client: httpx.AsyncClient) -> None:
     await _load(client)
     assert await _ids(client, "Observation", patient="p1", code=f"{LOINC}|8867-4") == {"o1", "o2"}
-    assert await _ids(client, "Observation", patient="Patient/p1", code="8867-4",
-                      date="ge2024-03-10") == {"o2"}
+    assert await _ids(
+        client, "Observation", patient="Patient/p1", code="8867-4", date="ge2024-03-10"
+    ) == {"o2"}
     assert await _ids(client, "Observation", date="2024-03") == {"o1", "o2", "o3"}
     assert await _ids(client, "Observation", date="lt2024-03-01") == {"o5"}
     assert await _ids(client, "Observation", subject="Patient/p2") == {"o4"}
-    assert await _ids(client, "Observation", code="8867-4,59408-5", patient="p1") == {"o1", "o2", "o3"}
+    assert await _ids(client, "Observation", code="8867-4,59408-5", patient="p1") == {
+        "o1",
+        "o2",
+        "o3",
+    }
     assert await _ids(client, "Encounter", **{"class": f"{VR}|VR"}) == {"e1", "e3"}
     assert await _ids(client, "Device", patient="p2") == {"dev-p2"}
     assert await _ids(client, "Patient", name="smi") == {"p1"}
@@ -75,7 +113,7 @@ async def test_paging_next_links_return_every_match_once(client: httpx.AsyncClie
     r = await client.get("Observation", params={"_count": "2"})
     body = r.json()
     seen = [e["resource"]["id"] for e in body["entry"]]
-    while (nxt := [ln["url"] for ln in body["link"] if ln["relation"] == "next"]):
+    while nxt := [ln["url"] for ln in body["link"] if ln["relation"] == "next"]:
         body = (await client.get(nxt[0])).json()
         seen += [e["resource"]["id"] for e in body["entry"]]
     assert sorted(seen) == ["o1", "o2", "o3", "o4", "o5"]
@@ -83,7 +121,9 @@ async def test_paging_next_links_return_every_match_once(client: httpx.AsyncClie
 
 async def test_sort_and_lastupdated(client: httpx.AsyncClient) -> None:
     await _load(client)
-    r = await client.get("Observation", params={"patient": "p1", "_sort": "-date", "code": "8867-4"})
+    r = await client.get(
+        "Observation", params={"patient": "p1", "_sort": "-date", "code": "8867-4"}
+    )
     assert [e["resource"]["id"] for e in r.json()["entry"]] == ["o2", "o1"]
     assert len(await _ids(client, "Observation", _lastUpdated="gt2000-01-01")) == 5
 
@@ -95,8 +135,11 @@ async def test_unknown_parameter_strict_and_lenient(client: httpx.AsyncClient) -
     oo = r.json()
     assert oo["resourceType"] == "OperationOutcome"
     assert "bogus" in oo["issue"][0]["diagnostics"]
-    r = await client.get("Observation", params={"bogus": "1", "patient": "p2"},
-                         headers={"Prefer": "handling=lenient"})
+    r = await client.get(
+        "Observation",
+        params={"bogus": "1", "patient": "p2"},
+        headers={"Prefer": "handling=lenient"},
+    )
     assert r.status_code == 200
     entries = r.json()["entry"]
     assert {e["resource"]["id"] for e in entries if e["search"]["mode"] == "match"} == {"o4"}
@@ -105,8 +148,14 @@ async def test_unknown_parameter_strict_and_lenient(client: httpx.AsyncClient) -
 
 
 async def test_bad_values_are_400(client: httpx.AsyncClient) -> None:
-    for params in ({"date": "2024-13-99"}, {"date": "xx2024"}, {"value-quantity": "abc"},
-                   {"code:bogus": "x"}, {"_count": "-1"}, {"_sort": "nope"}):
+    for params in (
+        {"date": "2024-13-99"},
+        {"date": "xx2024"},
+        {"value-quantity": "abc"},
+        {"code:bogus": "x"},
+        {"_count": "-1"},
+        {"_sort": "nope"},
+    ):
         r = await client.get("Observation", params=params)
         assert r.status_code == 400, params
         assert r.json()["resourceType"] == "OperationOutcome"

@@ -173,6 +173,7 @@ class CriteriaCompiler:
         raise AssertionError(f"unsupported criterion {c!r}")
 
     def _token(self, c: TokenCriterion) -> Fragment:
+        params: list[object]
         if c.text is not None:
             cond, params = "text LIKE ? ESCAPE '\\'", [f"{like_escape(c.text)}%"]
         elif c.code is not None and c.any_system:
