@@ -86,6 +86,14 @@ class CompositeValue:
     components: tuple[IndexValue, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class FullTextValue:
+    """Text for `_text` (param "_text": the narrative) and `_content` (param "_content": all text)."""
+
+    param: str
+    text: str
+
+
 IndexValue = (
     TokenValue
     | StringValue
@@ -95,4 +103,5 @@ IndexValue = (
     | ReferenceValue
     | UriValue
     | CompositeValue
+    | FullTextValue
 )

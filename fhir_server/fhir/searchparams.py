@@ -207,6 +207,8 @@ class SearchParamRegistry:
             narrowed = (
                 narrow_expression(expression, base, self.resource_types) if expression else None
             )
+            if expression and not narrowed:
+                raise ValueError(f"{name}: expression {expression!r} finds nothing on {base}")
             param = replace(
                 _from_entry(
                     {**entry, "base": base, "targets": sp.get("target", ())}, self.resource_types

@@ -10,6 +10,7 @@ from typing import Any
 from fhir_server.errors import BadRequest, FhirError, Issue, PreconditionFailed, operation_outcome
 from fhir_server.fhir import jsonio
 from fhir_server.fhir.dates import to_instant_text
+from fhir_server.fhir.fulltext import fulltext_values
 from fhir_server.fhir.validation import validate_resource
 from fhir_server.interactions.context import FhirRequest, FhirResponse, Services
 from fhir_server.storage.base import Method, StoredResource, Write
@@ -63,7 +64,7 @@ def prepare_write(
             out[key] = value
     validate_resource(out)
     body = jsonio.dumps(out)
-    index = ctx.registry.extractor(rtype)(out)
+    index = [*ctx.registry.extractor(rtype)(out), *fulltext_values(out)]
     stored = StoredResource(rtype, id, version, now, False, body)
     return Write(stored, index, expected_version, method)
 

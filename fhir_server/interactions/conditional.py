@@ -32,7 +32,9 @@ async def find_matches(
     parsed = parse_search(
         search_context(ctx, base_url), (rtype,), criteria, default_count=limit, max_count=limit
     )
-    page = await tx.search(parsed.query)
+    from fhir_server.interactions.terminology import resolve_terminology
+
+    page = await tx.search(await resolve_terminology(ctx, parsed.query))
     return page.matches
 
 

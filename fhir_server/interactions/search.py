@@ -15,6 +15,7 @@ from fhir_server.interactions.common import prefer_lenient
 from fhir_server.interactions.conditional import search_context
 from fhir_server.interactions.context import FhirRequest, FhirResponse, Services
 from fhir_server.interactions.subsetting import subset
+from fhir_server.interactions.terminology import resolve_terminology
 from fhir_server.search.parse import parse_search
 from fhir_server.search.query import Clause, ReferenceCriterion, SearchQuery
 from fhir_server.storage.base import StoredResource
@@ -46,6 +47,7 @@ async def search(
 ) -> FhirResponse:
     params = req.params
     after: tuple[object, ...] | None = None
+    before: tuple[object, ...] | None = None
     snapshot: int | None = None
     token = req.param("_page")
     if token is not None:
@@ -53,7 +55,11 @@ async def search(
         if state.get("p") != path:
             raise BadRequest("This page token belongs to another search", expression=["_page"])
         params = [(k, v) for k, v in state["q"]]
-        after, snapshot = tuple(state["a"]), state["s"]
+        snapshot = state["s"]
+        if state.get("d") == "prev":
+            before = tuple(state["c"])
+        else:
+            after = tuple(state["c"])
     type_param = next((v for k, v in params if k == "_type"), None)
     if type_param is not None and not types:
         wanted = tuple(t for t in type_param.split(",") if t)
@@ -71,7 +77,8 @@ async def search(
         ctype, cid = compartment
         query = dataclasses.replace(query, clauses=(_compartment_clause(ctype, cid, types[0]),
                                                     *query.clauses))  # fmt: skip
-    query = dataclasses.replace(query, after=after, snapshot=snapshot)
+    query = dataclasses.replace(query, after=after, before=before, snapshot=snapshot)
+    query = await resolve_terminology(ctx, query)
     page = await ctx.storage.search(query)
 
     entries = [_entry(req, m, "match", parsed.summary, parsed.elements) for m in page.matches]
@@ -85,8 +92,14 @@ async def search(
     links = [("self", page_url(req.base_url, path, self_params))]
     if token is not None:
         links.append(("first", page_url(req.base_url, path, clean)))
-    if page.next_cursor is not None:
-        state = {"p": path, "q": clean, "a": list(page.next_cursor), "s": page.snapshot}
-        links.append(("next", page_url(req.base_url, path, [("_page", ctx.pages.sign(state))])))
+    for relation, direction, cursor in (
+        ("previous", "prev", page.prev_cursor),
+        ("next", "next", page.next_cursor),
+    ):
+        if cursor is not None:
+            state = {"p": path, "q": clean, "d": direction, "c": list(cursor), "s": page.snapshot}
+            links.append(
+                (relation, page_url(req.base_url, path, [("_page", ctx.pages.sign(state))]))
+            )
     body = bundle("searchset", ctx.clock.now_us(), entries, links, page.total)
     return FhirResponse(200, jsonio.dumps(body), {})

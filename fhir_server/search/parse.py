@@ -25,10 +25,14 @@ from fhir_server.search.query import (
     IdCriterion,
     Include,
     LastUpdatedCriterion,
+    ListCriterion,
     MissingCriterion,
     SearchQuery,
     SortKey,
+    SubsumptionCriterion,
+    TextCriterion,
     TokenCriterion,
+    ValueSetCriterion,
 )
 
 RESULT_PARAMS = frozenset(
@@ -48,11 +52,11 @@ RESULT_PARAMS = frozenset(
         "_type",
     }
 )
-UNSUPPORTED = frozenset({"_text", "_content", "_list", "_query", "_filter"})
+UNSUPPORTED = frozenset({"_query", "_filter"})
 SUMMARY_VALUES = ("true", "text", "data", "count", "false")
 _MODIFIERS: dict[str, frozenset[str]] = {
     "string": frozenset({"exact", "contains", "missing"}),
-    "token": frozenset({"text", "not", "missing", "of-type"}),
+    "token": frozenset({"text", "not", "missing", "of-type", "in", "not-in", "above", "below"}),
     "reference": frozenset({"identifier", "missing"}),
     "date": frozenset({"missing"}),
     "number": frozenset({"missing"}),
@@ -115,6 +119,14 @@ def _criterion(
                 ) from None
             crits.append(LastUpdatedCriterion(prefix, low, high))
         return Clause(tuple(crits))
+    if name in ("_text", "_content"):
+        field: Literal["narrative", "content"] = "narrative" if name == "_text" else "content"
+        parts = [v.unescape(x) for x in v.split_unescaped(value, ",") if x.strip()]
+        if not parts:
+            raise BadRequest(f"Empty value for '{name}'", expression=[name])
+        return Clause(tuple(TextCriterion(field, p) for p in parts))
+    if name == "_list":
+        return Clause(tuple(ListCriterion(v.unescape(x)) for x in v.split_unescaped(value, ",")))
     if name in UNSUPPORTED:
         raise BadRequest(
             f"Search parameter '{name}' is not supported", code="not-supported", expression=[name]
@@ -157,6 +169,16 @@ def _value(ctx: SearchContext, d: SearchParamDef, modifier: str | None, text: st
                     )
                 system, code, ident = (v.unescape(p) for p in parts)
                 return TokenCriterion(f"{name}:of-type", system or None, f"{code}|{ident}")
+            if modifier in ("in", "not-in"):
+                return ValueSetCriterion(name, v.unescape(text), modifier == "not-in")
+            if modifier in ("above", "below"):
+                token = v.parse_token(name, text, None)
+                if token.code is None:
+                    raise BadRequest(
+                        f"':{modifier}' needs a code", expression=[f"{name}:{modifier}"]
+                    )
+                direction: Literal["above", "below"] = "above" if modifier == "above" else "below"
+                return SubsumptionCriterion(name, token.system, token.code, direction)
             return v.parse_token(name, text, modifier)
         case "string":
             return v.parse_string(name, text, modifier)
@@ -276,7 +298,9 @@ def _include(ctx: SearchContext, types: tuple[str, ...], key: str, value: str) -
     reverse = key.startswith("_revinclude")
     iterate = key.endswith(":iterate") or key.endswith(":recurse")
     if value == "*":
-        return [Include(t, "*", None, reverse, iterate) for t in types]
+        if reverse:  # every resource of any type that points at a match
+            return [Include("*", "*", None, True, iterate)]
+        return [Include(t, "*", None, False, iterate) for t in types]
     parts = value.split(":")
     if len(parts) not in (2, 3):
         raise BadRequest(

@@ -104,6 +104,50 @@ class LastUpdatedCriterion:
 
 
 @dataclass(frozen=True, slots=True)
+class TokenSetCriterion:
+    """Any of `codes` ((system, code) pairs) or any code of `systems`; `negate` for :not-in."""
+
+    param: str
+    codes: tuple[tuple[str | None, str], ...]
+    systems: tuple[str, ...] = ()
+    negate: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ValueSetCriterion:
+    """`:in` / `:not-in`, before the value set is expanded into a TokenSetCriterion."""
+
+    param: str
+    value_set: str
+    negate: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class SubsumptionCriterion:
+    """Token `:above` / `:below`, before the code system hierarchy is read."""
+
+    param: str
+    system: str | None
+    code: str
+    direction: Literal["above", "below"]
+
+
+@dataclass(frozen=True, slots=True)
+class TextCriterion:
+    """`_text` (field "narrative") or `_content` (field "content"): words, prefix-matched."""
+
+    field: Literal["narrative", "content"]
+    query: str
+
+
+@dataclass(frozen=True, slots=True)
+class ListCriterion:
+    """`_list`: the resource is an item of List/`list_id`."""
+
+    list_id: str
+
+
+@dataclass(frozen=True, slots=True)
 class ChainCriterion:
     """`param` (a reference) points at a resource of one of `target_types` matching `inner`."""
 
@@ -141,6 +185,11 @@ Criterion = (
     | ChainCriterion
     | HasCriterion
     | CompositeCriterion
+    | TokenSetCriterion
+    | ValueSetCriterion
+    | SubsumptionCriterion
+    | TextCriterion
+    | ListCriterion
 )
 
 
@@ -177,6 +226,8 @@ class SearchQuery:
     count: int = 20
     total: Literal["none", "estimate", "accurate"] = "none"
     includes: tuple[Include, ...] = field(default_factory=tuple)
-    # Keyset paging: position after the last match of the previous page, and the snapshot bound.
+    # Keyset paging: the page starts after `after` (next) or ends before `before` (previous);
+    # `snapshot` bounds the result set to what existed when the first page was served.
     after: tuple[object, ...] | None = None
+    before: tuple[object, ...] | None = None
     snapshot: int | None = None

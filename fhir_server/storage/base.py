@@ -61,6 +61,7 @@ class SearchPage:
     total: int | None
     next_cursor: tuple[object, ...] | None  # keyset position after the last match, None at the end
     snapshot: int  # engine position that bounds the result set for later pages
+    prev_cursor: tuple[object, ...] | None = None  # position of the first match if a page precedes
 
 
 @dataclass(frozen=True, slots=True)

@@ -188,3 +188,21 @@ async def test_summary_count_and_elements(client: httpx.AsyncClient) -> None:
     res = r["entry"][0]["resource"]
     assert "code" in res and "valueQuantity" not in res
     assert any(t["code"] == "SUBSETTED" for t in res["meta"]["tag"])
+
+
+async def test_previous_links_walk_back(client: httpx.AsyncClient) -> None:
+    await _load(client)
+    for sort in (None, "-date", "date,_id"):
+        params = {"_count": "2", **({"_sort": sort} if sort else {})}
+        body = (await client.get("Observation", params=params)).json()
+        assert not [ln for ln in body["link"] if ln["relation"] == "previous"]
+        pages = [[e["resource"]["id"] for e in body["entry"]]]
+        while nxt := [ln["url"] for ln in body["link"] if ln["relation"] == "next"]:
+            body = (await client.get(nxt[0])).json()
+            pages.append([e["resource"]["id"] for e in body["entry"]])
+        back = [[e["resource"]["id"] for e in body["entry"]]]
+        while prev := [ln["url"] for ln in body["link"] if ln["relation"] == "previous"]:
+            body = (await client.get(prev[0])).json()
+            back.append([e["resource"]["id"] for e in body["entry"]])
+        assert back == pages[::-1], sort
+        assert sorted(i for p in pages for i in p) == ["o1", "o2", "o3", "o4", "o5"]

@@ -115,7 +115,7 @@ def _table() -> dict[tuple[str, str], Maker]:
         table[("uri", name)] = _uri
         table[("reference", name)] = _url_reference
     for name in NUMBER_TYPES:
-        table[("token", name)] = t.plain_token
+        table[("token", name)] = t.number_token
         table[("number", name)] = m.number
     for name in QUANTITY_TYPES:
         table[("quantity", name)] = m.quantity

@@ -78,12 +78,18 @@ def identifier(p: str, tz: dt.tzinfo, primary: bool) -> Convert:
 def _plain(p: str, v: Any, out: Out) -> None:
     if v.__class__ is str and v:
         out.append(TokenValue(p, None, v))
-    elif v.__class__ is int or v.__class__ is float:
-        out.append(TokenValue(p, None, str(v)))
 
 
 def plain_token(p: str, tz: dt.tzinfo, primary: bool) -> Convert:
     return lambda v, out: _plain(p, v, out)
+
+
+def number_token(p: str, tz: dt.tzinfo, primary: bool) -> Convert:
+    def run(v: Any, out: Out) -> None:
+        if v.__class__ is int or v.__class__ is float:
+            out.append(TokenValue(p, None, str(v)))
+
+    return run
 
 
 def contact_point(p: str, tz: dt.tzinfo, primary: bool) -> Convert:

@@ -31,7 +31,7 @@ from fhir_server.storage.base import (
 )
 from fhir_server.storage.sqlite import search_sql
 from fhir_server.storage.sqlite.index_rows import INSERTS, rows_by_table
-from fhir_server.storage.sqlite.schema import DDL, INDEX_TABLES, SCHEMA_VERSION
+from fhir_server.storage.sqlite.schema import DDL, FTS_DDL, INDEX_TABLES, SCHEMA_VERSION
 
 T = TypeVar("T")
 
@@ -41,6 +41,7 @@ _READ_SQL = (
 )
 _VREAD_SQL = "SELECT version, last_updated, method, body FROM history WHERE type = ? AND id = ? AND version = ?"
 _DELETE_INDEX = {t: f"DELETE FROM {t} WHERE pk = ?" for t in INDEX_TABLES}
+_DELETE_INDEX["fts"] = "DELETE FROM fts WHERE rowid = ?"
 
 
 def _connect(path: Path, synchronous: str) -> sqlite3.Connection:
@@ -188,6 +189,7 @@ class SqliteStorage:
         def init() -> None:
             self._writer = _connect(self.path, self._synchronous)
             self._writer.executescript(DDL)
+            self._writer.executescript(FTS_DDL)
             self._writer.execute(
                 "INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
             )

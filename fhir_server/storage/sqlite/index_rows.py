@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from fhir_server.fhir.index_values import (
     CompositeValue,
     DateValue,
+    FullTextValue,
     IndexValue,
     NumberValue,
     QuantityValue,
@@ -27,6 +28,7 @@ INSERTS: dict[str, str] = {
     "idx_reference": "INSERT INTO idx_reference VALUES (?,?,?,?,?,?)",
     "idx_uri": "INSERT INTO idx_uri VALUES (?,?,?,?)",
     "idx_composite": "INSERT INTO idx_composite VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+    "fts": "INSERT INTO fts (rowid, narrative, content) VALUES (?,?,?)",
 }
 
 
@@ -58,6 +60,7 @@ def _composite_row(pk: int, rtype: str, value: CompositeValue) -> Row | None:
 
 def rows_by_table(pk: int, rtype: str, values: Iterable[IndexValue]) -> dict[str, list[Row]]:
     out: dict[str, list[Row]] = {}
+    narrative = content = None
 
     def add(table: str, row: Row) -> None:
         out.setdefault(table, []).append(row)
@@ -82,4 +85,10 @@ def rows_by_table(pk: int, rtype: str, values: Iterable[IndexValue]) -> dict[str
                 row = _composite_row(pk, rtype, v)
                 if row is not None:
                     add("idx_composite", row)
+            case FullTextValue(param="_text"):
+                narrative = v.text
+            case FullTextValue():
+                content = v.text
+    if narrative is not None or content is not None:
+        add("fts", (pk, narrative or "", content or ""))
     return out

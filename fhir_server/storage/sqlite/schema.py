@@ -75,6 +75,7 @@ CREATE TABLE IF NOT EXISTS idx_reference (
 );
 CREATE INDEX IF NOT EXISTS idx_reference_target ON idx_reference (type, param, target_id, target_type);
 CREATE INDEX IF NOT EXISTS idx_reference_url ON idx_reference (type, param, url);
+CREATE INDEX IF NOT EXISTS idx_reference_any ON idx_reference (target_id, target_type);
 CREATE INDEX IF NOT EXISTS idx_reference_pk ON idx_reference (pk);
 
 CREATE TABLE IF NOT EXISTS idx_uri (
@@ -93,6 +94,13 @@ CREATE TABLE IF NOT EXISTS idx_composite (
 );
 CREATE INDEX IF NOT EXISTS idx_composite_code ON idx_composite (type, param, code1, system1);
 CREATE INDEX IF NOT EXISTS idx_composite_pk ON idx_composite (pk);
+"""
+
+# `_text` / `_content`: one row per current resource, rowid = resources.pk.
+FTS_DDL = """
+CREATE VIRTUAL TABLE IF NOT EXISTS fts USING fts5(
+    narrative, content, tokenize = 'unicode61 remove_diacritics 2'
+);
 """
 
 INDEX_TABLES = (

@@ -44,10 +44,12 @@ def _sort_expr(key: SortKey) -> Fragment:
     return sql, [key.param, missing]
 
 
-def _keyset(n_keys: int, descending: list[bool], after: tuple[object, ...]) -> Fragment:
+def _keyset(
+    n_keys: int, descending: list[bool], after: tuple[object, ...], pk_descending: bool = False
+) -> Fragment:
     """Rows strictly after `after` in the order (s0, s1, ..., pk): an OR of prefix equalities."""
     cols = [f"s{i}" for i in range(n_keys)] + ["pk"]
-    dirs = [*descending, False]
+    dirs = [*descending, pk_descending]
     ors: list[str] = []
     params: list[object] = []
     for i in range(len(cols)):
@@ -89,11 +91,15 @@ def run_search(conn: sqlite3.Connection, query: SearchQuery) -> SearchPage:
     )
     outer_where = "1"
     outer_params: list[object] = []
-    descending = [k.descending for k in query.sort]
-    if query.after is not None:
-        outer_where, outer_params = _keyset(len(query.sort), descending, query.after)
+    backwards = query.before is not None
+    # A previous page is read in reverse order from its end, then turned around.
+    descending = [k.descending != backwards for k in query.sort]
+    cursor = query.before if backwards else query.after
+    if cursor is not None:
+        outer_where, outer_params = _keyset(len(query.sort), descending, cursor, backwards)
+    pk_dir = "DESC" if backwards else "ASC"
     order = ", ".join(
-        [f"s{i} {'DESC' if d else 'ASC'}" for i, d in enumerate(descending)] + ["pk ASC"]
+        [f"s{i} {'DESC' if d else 'ASC'}" for i, d in enumerate(descending)] + [f"pk {pk_dir}"]
     )
     sql = f"SELECT * FROM ({inner}) WHERE {outer_where} ORDER BY {order} LIMIT ?"
     all_params = [*sort_params, *params, *outer_params, query.count + 1]
@@ -101,24 +107,28 @@ def run_search(conn: sqlite3.Connection, query: SearchQuery) -> SearchPage:
 
     more = len(rows) > query.count
     rows = rows[: query.count]
+    if backwards:
+        rows.reverse()
     matches = [_to_stored(r) for r in rows]
-    next_cursor: tuple[object, ...] | None = None
-    if more and rows:
-        last = rows[-1]
-        next_cursor = (*last[6 : 6 + len(query.sort)], last[0])
+    n = len(query.sort)
+    next_cursor = prev_cursor = None
+    if rows:
+        if (more and not backwards) or backwards:
+            next_cursor = (*rows[-1][6 : 6 + n], rows[-1][0])
+        if (more and backwards) or (not backwards and query.after is not None):
+            prev_cursor = (*rows[0][6 : 6 + n], rows[0][0])
 
     total: int | None = None
-    if query.total in ("accurate", "estimate") or (
-        query.after is None and not more and query.count > 0
-    ):
-        if query.after is None and not more and query.count > 0:
+    first_page = query.after is None and query.before is None
+    if query.total in ("accurate", "estimate") or (first_page and not more and query.count > 0):
+        if first_page and not more and query.count > 0:
             total = len(matches)
         else:
             total = int(
                 conn.execute(f"SELECT count(*) {_FROM} WHERE {where}", params).fetchone()[0]
             )
     included = _includes(conn, query.includes, rows) if query.includes and rows else []
-    return SearchPage(matches, included, total, next_cursor, snapshot)
+    return SearchPage(matches, included, total, next_cursor, snapshot, prev_cursor)
 
 
 def _includes(
@@ -166,12 +176,15 @@ def _include_once(
             ids = [i for _, i in chunk]
             types = sorted({t for t, _ in chunk})
             tsql, tparams = _types_sql(tuple(types), "ref.target_type")
+            source_sql, source_params = (
+                ("1", []) if inc.source_type == "*" else ("ref.type = ?", [inc.source_type])
+            )
             sql = (
                 f"{_SELECT} {_FROM} JOIN idx_reference ref ON ref.pk = r.pk "
-                f"WHERE ref.type = ? AND {param_sql} AND {target_sql} AND {tsql} "
+                f"WHERE {source_sql} AND {param_sql} AND {target_sql} AND {tsql} "
                 f"AND ref.target_id IN ({','.join('?' * len(ids))}) AND r.deleted = 0"
             )
-            params = [inc.source_type, *param_params, *target_params, *tparams, *ids]
+            params = [*source_params, *param_params, *target_params, *tparams, *ids]
             out.extend(conn.execute(sql, params).fetchall())
     return out
 

@@ -16,13 +16,16 @@ from fhir_server.search.query import (
     HasCriterion,
     IdCriterion,
     LastUpdatedCriterion,
+    ListCriterion,
     MissingCriterion,
     NumberCriterion,
     Prefix,
     QuantityCriterion,
     ReferenceCriterion,
     StringCriterion,
+    TextCriterion,
     TokenCriterion,
+    TokenSetCriterion,
     UriCriterion,
 )
 
@@ -48,6 +51,19 @@ def _types_sql(types: tuple[str, ...], column: str = "type") -> Fragment:
     if not types:
         return "1", []
     return f"{column} IN ({','.join('?' * len(types))})", list(types)
+
+
+def fts_query(field: str, text: str) -> str:
+    """FHIR `_text`/`_content` text as an FTS5 query on one column: words are ANDed and
+    prefix-matched, `OR` between words is honoured, every word is quoted (no FTS syntax leaks)."""
+    groups: list[list[str]] = [[]]
+    for word in text.split():
+        if word == "OR":
+            groups.append([])
+        else:
+            groups[-1].append('"' + word.replace('"', '""') + '"*')
+    exprs = ["(" + " AND ".join(g) + ")" for g in groups if g]
+    return f"{field} : (" + " OR ".join(exprs or ['""']) + ")"
 
 
 def like_escape(text: str) -> str:
@@ -170,7 +186,44 @@ class CriteriaCompiler:
                 return self._has(c)
             case CompositeCriterion():
                 return self._composite(c)
+            case TokenSetCriterion():
+                return self._token_set(c)
+            case TextCriterion(field=f, query=q):
+                return f"{a}.pk IN (SELECT rowid FROM fts WHERE fts MATCH ?)", [fts_query(f, q)]
+            case ListCriterion(list_id=list_id):
+                sql = (
+                    f"{a}.id IN (SELECT li.target_id FROM idx_reference li WHERE li.type = 'List' "
+                    f"AND li.param = 'item' AND li.target_type = {a}.type AND li.pk = "
+                    "(SELECT pk FROM resources WHERE type = 'List' AND id = ? AND deleted = 0))"
+                )
+                return sql, [list_id]
         raise AssertionError(f"unsupported criterion {c!r}")
+
+    def _token_set(self, c: TokenSetCriterion) -> Fragment:
+        ors: list[str] = []
+        params: list[object] = []
+        with_system = [(s, code) for s, code in c.codes if s is not None]
+        if with_system:
+            codes = sorted({code for _, code in with_system})
+            pairs = sorted({f"{s}|{code}" for s, code in with_system})
+            ors.append(
+                f"(code IN ({','.join('?' * len(codes))}) "
+                f"AND system || '|' || code IN ({','.join('?' * len(pairs))}))"
+            )
+            params += [*codes, *pairs]
+        bare = sorted({code for s, code in c.codes if s is None})
+        if bare:
+            ors.append(f"code IN ({','.join('?' * len(bare))})")
+            params += bare
+        if c.systems:
+            ors.append(f"system IN ({','.join('?' * len(c.systems))})")
+            params += list(c.systems)
+        if not ors:
+            ors.append("0")
+        sql, p = self._in_index("idx_token", c.param, "(" + " OR ".join(ors) + ")", params)
+        if c.negate:
+            sql = sql.replace(" IN (", " NOT IN (", 1)
+        return sql, p
 
     def _token(self, c: TokenCriterion) -> Fragment:
         params: list[object]
