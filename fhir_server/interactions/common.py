@@ -7,7 +7,14 @@ from datetime import UTC, datetime
 from email.utils import format_datetime
 from typing import Any
 
-from fhir_server.errors import BadRequest, FhirError, Issue, PreconditionFailed, operation_outcome
+from fhir_server.errors import (
+    BadRequest,
+    FhirError,
+    Issue,
+    PreconditionFailed,
+    Unprocessable,
+    operation_outcome,
+)
 from fhir_server.fhir import jsonio
 from fhir_server.fhir.dates import to_instant_text
 from fhir_server.fhir.fulltext import fulltext_values
@@ -44,6 +51,30 @@ def parse_etag(value: str, header: str = "If-Match") -> int:
     return int(m.group(1))
 
 
+def _with_meta(
+    resource: dict[str, Any], rtype: str, id: str, version: int, now: int
+) -> dict[str, Any]:
+    meta = resource.get("meta", {})
+    if not isinstance(meta, dict):
+        raise Unprocessable("meta must be a JSON object", expression=[f"{rtype}.meta"])
+    meta = {**meta, "versionId": str(version), "lastUpdated": to_instant_text(now)}
+    out: dict[str, Any] = {"resourceType": rtype, "id": id, "meta": meta}
+    for key, value in resource.items():
+        if key not in out:
+            out[key] = value
+    return out
+
+
+def precheck(ctx: Services, resource: dict[str, Any], rtype: str, id: str | None = None) -> None:
+    """Validate a resource as it will be stored, before any lock is taken.
+
+    Validation is the costliest step of a write and does not depend on the version, the time or
+    a server-assigned id, so it runs outside the storage transaction: several workers then
+    validate in parallel instead of queueing behind the database's write lock.
+    """
+    validate_resource(_with_meta(resource, rtype, id or "placeholder", 1, ctx.clock.now_us()))
+
+
 def prepare_write(
     ctx: Services,
     resource: dict[str, Any],
@@ -52,17 +83,15 @@ def prepare_write(
     version: int,
     expected_version: int,
     method: Method,
+    *,
+    validated: bool = False,
 ) -> Write:
-    """Validate, stamp meta, serialise and extract search values: one new version, ready to store."""
+    """Stamp meta, serialise and extract search values (validating unless `precheck` already
+    did): one new version, ready to store."""
     now = ctx.clock.now_us()
-    meta = dict(resource.get("meta") or {})
-    meta["versionId"] = str(version)
-    meta["lastUpdated"] = to_instant_text(now)
-    out: dict[str, Any] = {"resourceType": rtype, "id": id, "meta": meta}
-    for key, value in resource.items():
-        if key not in out:
-            out[key] = value
-    validate_resource(out)
+    out = _with_meta(resource, rtype, id, version, now)
+    if not validated:
+        validate_resource(out)
     body = jsonio.dumps(out)
     index = [*ctx.registry.extractor(rtype)(out), *fulltext_values(out)]
     stored = StoredResource(rtype, id, version, now, False, body)

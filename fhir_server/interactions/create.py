@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from fhir_server.errors import PreconditionFailed
-from fhir_server.interactions.common import body_resource, prepare_write, write_response
+from fhir_server.interactions.common import body_resource, precheck, prepare_write, write_response
 from fhir_server.interactions.conditional import find_matches, parse_criteria
 from fhir_server.interactions.context import FhirRequest, FhirResponse, Services
 from fhir_server.storage.base import StoredResource, Transaction
@@ -27,6 +27,7 @@ async def create_in(
     base_url: str,
     if_none_exist: str | None = None,
     new_id: str | None = None,
+    validated: bool = False,
 ) -> WriteResult:
     """Create inside `tx`; with If-None-Exist an existing match is returned instead (200)."""
     if if_none_exist:
@@ -38,16 +39,17 @@ async def create_in(
         if matches:
             return WriteResult(matches[0], 200)
     id = new_id or str(uuid.uuid4())
-    write = prepare_write(ctx, resource, rtype, id, 1, 0, "POST")
+    write = prepare_write(ctx, resource, rtype, id, 1, 0, "POST", validated=validated)
     await tx.write(write)
     return WriteResult(write.resource, 201)
 
 
 async def create(ctx: Services, req: FhirRequest, rtype: str) -> FhirResponse:
     resource = body_resource(req, rtype)
+    precheck(ctx, resource, rtype)
     async with ctx.storage.transaction() as tx:
         result = await create_in(
-            ctx, tx, rtype, resource, req.base_url, req.header("if-none-exist")
+            ctx, tx, rtype, resource, req.base_url, req.header("if-none-exist"), validated=True
         )
     text = "Created" if result.status == 201 else "A matching resource already exists"
     return write_response(req, result.stored, result.status, text)

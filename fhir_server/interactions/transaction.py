@@ -17,7 +17,13 @@ from fhir_server.errors import BadRequest, FhirError, Issue, PreconditionFailed
 from fhir_server.fhir import jsonio
 from fhir_server.interactions import create, delete, patch, update
 from fhir_server.interactions.bundles import bundle
-from fhir_server.interactions.common import body_resource, http_date, location, prefer_return
+from fhir_server.interactions.common import (
+    body_resource,
+    http_date,
+    location,
+    precheck,
+    prefer_return,
+)
 from fhir_server.interactions.conditional import find_matches, parse_criteria
 from fhir_server.interactions.context import FhirRequest, FhirResponse, Services
 from fhir_server.interactions.references import rewrite_references
@@ -120,6 +126,33 @@ async def _batch(ctx: Services, req: FhirRequest, entries: list[Any]) -> FhirRes
     return FhirResponse(200, jsonio.dumps(body), {})
 
 
+def _in_entry(err: FhirError, index: int) -> FhirError:
+    err.issues = [
+        Issue(x.severity, x.code, f"Bundle entry {index}: {x.diagnostics}", x.expression)
+        for x in err.issues
+    ]
+    return err
+
+
+def _precheck_entry(ctx: Services, sub: FhirRequest) -> None:
+    """Validate what a POST or PUT entry will store, before the transaction takes its lock."""
+    if sub.method not in ("POST", "PUT"):
+        return
+    parts = [p for p in sub.path.split("/") if p]
+    rtype = parts[0] if parts else ""
+    if rtype not in ctx.resource_types:
+        raise BadRequest(f"Unknown resource type in entry url '{sub.path}'")
+    resource = body_resource(sub, rtype)
+    if sub.method == "POST":
+        precheck(ctx, resource, rtype)
+    elif len(parts) == 2:
+        update.check_update_id(rtype, parts[1], resource)
+        precheck(ctx, resource, rtype, parts[1])
+    else:
+        body_id = resource.get("id")
+        precheck(ctx, resource, rtype, body_id if isinstance(body_id, str) else None)
+
+
 async def _run_entry(
     ctx: Services, tx: Transaction, sub: FhirRequest, new_id: str | None
 ) -> tuple[StoredResource | None, str]:
@@ -131,15 +164,15 @@ async def _run_entry(
     if sub.method == "POST":
         resource = body_resource(sub, rtype)
         result = await create.create_in(
-            ctx, tx, rtype, resource, sub.base_url, sub.header("if-none-exist"), new_id
+            ctx, tx, rtype, resource, sub.base_url, sub.header("if-none-exist"), new_id, True
         )
         return result.stored, "201 Created" if result.status == 201 else "200 OK"
     if sub.method == "PUT":
         resource = body_resource(sub, rtype)
         if id is None:
-            result = await update.conditional_update_in(ctx, tx, sub, rtype, resource)
+            result = await update.conditional_update_in(ctx, tx, sub, rtype, resource, True)
         else:
-            result = await update.update_in(ctx, tx, sub, rtype, id, resource)
+            result = await update.update_in(ctx, tx, sub, rtype, id, resource, validated=True)
         return result.stored, "201 Created" if result.status == 201 else "200 OK"
     if sub.method == "PATCH":
         result = await patch.patch_in(ctx, tx, sub, rtype, id)
@@ -153,6 +186,11 @@ async def _run_entry(
 
 async def _transaction(ctx: Services, req: FhirRequest, entries: list[Any]) -> FhirResponse:
     subs = [entry_request(req, e if isinstance(e, dict) else {}, i) for i, e in enumerate(entries)]
+    for i, sub in enumerate(subs):
+        try:
+            _precheck_entry(ctx, sub)
+        except FhirError as err:
+            raise _in_entry(err, i) from None
     results: list[dict[str, Any] | None] = [None] * len(subs)
     order = sorted(range(len(subs)), key=lambda i: _ORDER[subs[i].method])
     async with ctx.storage.transaction() as tx:
@@ -164,11 +202,7 @@ async def _transaction(ctx: Services, req: FhirRequest, entries: list[Any]) -> F
             try:
                 stored, status = await _run_entry(ctx, tx, sub, new_ids.get(i))
             except FhirError as err:
-                err.issues = [
-                    Issue(x.severity, x.code, f"Bundle entry {i}: {x.diagnostics}", x.expression)
-                    for x in err.issues
-                ]
-                raise
+                raise _in_entry(err, i) from None
             results[i] = _response_entry(req, stored, status)
     for i in order:
         sub = subs[i]

@@ -7,7 +7,8 @@ search page leaves open, taken here on purpose:
 - code-typed elements are tokens without a system (their system is implicit in the binding);
 - ContactPoint is a token of its value alone; Money is a quantity with system urn:iso:std:iso:4217;
 - a Range, for quantity and number parameters, gives its low and its high as two separate values;
-- a canonical, uri or Attachment (its url) under a reference parameter is a ReferenceValue url;
+- a canonical, uri or Attachment (its url) under a reference parameter is a ReferenceValue url
+  (a relative `Type/id` canonical gives type and id, like a Reference);
 - a Resource (Bundle.entry[0].resource) under a reference parameter is a reference to its type/id;
 - an Extension gives what its value[x] gives (its type read from the JSON key).
 Malformed values (wrong JSON types, unparseable dates) are skipped, never raised: validation is
@@ -65,7 +66,8 @@ def _reference(p: str, tz: dt.tzinfo, primary: bool) -> Convert:
 
 
 def _url_reference(p: str, tz: dt.tzinfo, primary: bool) -> Convert:
-    return lambda v, out: out.append(ReferenceValue(p, None, None, v)) if text_of(v) else None
+    # Canonicals are meant to be absolute, but a relative `Questionnaire/q1` is read as local.
+    return lambda v, out: out.append(reference_value(p, v)) if text_of(v) else None
 
 
 def _attachment_reference(p: str, tz: dt.tzinfo, primary: bool) -> Convert:
