@@ -14,6 +14,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from fhir_server import __version__
 from fhir_server.api import fhir_routes
+from fhir_server.custom_params import (
+    DEFAULT_PROFILES_DIR,
+    add_profile_parameters,
+    add_stored_parameters,
+)
 from fhir_server.errors import FhirError, MethodNotAllowed, NotFound
 from fhir_server.fhir.resource_types import resource_types
 from fhir_server.fhir.searchparams import SearchParamRegistry
@@ -27,10 +32,12 @@ log = logging.getLogger("fhir_server")
 
 def build_services(settings: Settings) -> Services:
     tz = ZoneInfo(settings.timezone)
+    registry = SearchParamRegistry.load_default(tz)
+    add_profile_parameters(registry, settings.profiles_dir or DEFAULT_PROFILES_DIR)
     return Services(
         settings=settings,
         storage=create_storage(settings),
-        registry=SearchParamRegistry.load_default(tz),
+        registry=registry,
         pages=PageSigner.from_data_dir(settings.data_dir),
         tz=tz,
         resource_types=frozenset(resource_types()),
@@ -44,6 +51,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         services = build_services(settings)
         await services.storage.open()
+        await add_stored_parameters(services.registry, services.storage)
         app.state.services = services
         if settings.seed:
             from fhir_server.seed import seed_if_empty

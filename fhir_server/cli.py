@@ -46,6 +46,10 @@ def _parser() -> argparse.ArgumentParser:
     loader.add_argument("--url", help="load into a running server at this FHIR base URL")
     _store_options(loader)
 
+    rx = sub.add_parser("reindex", help="re-extract search values (after adding SearchParameters)")
+    rx.add_argument("--type", action="append", dest="types", help="only this type (repeatable)")
+    _store_options(rx)
+
     oa = sub.add_parser("openapi", help="write the OpenAPI document of the FHIR API")
     oa.add_argument("--out", type=Path, help="file to write (default: standard output)")
     return parser
@@ -137,6 +141,32 @@ async def _load(args: argparse.Namespace) -> int:
     return 0 if not summary.refused else 1
 
 
+async def _reindex(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from fhir_server.app import build_services
+    from fhir_server.custom_params import add_stored_parameters
+    from fhir_server.reindex import reindex
+
+    _apply_env(args, ["data_dir", "storage"])
+    services = build_services(Settings())
+    await services.storage.open()
+    try:
+        added = await add_stored_parameters(services.registry, services.storage)
+        unknown = [t for t in args.types or [] if t not in services.resource_types]
+        if unknown:
+            print(f"unknown resource type(s): {', '.join(unknown)}", file=sys.stderr)
+            return 2
+        total = await services.storage.count()
+        with tqdm(total=total, unit=" resources", desc="reindexing") as bar:
+            done = await reindex(services, args.types, bar.update)
+    finally:
+        await services.storage.close()
+    print(f"reindexed {done} resources ({added} stored SearchParameters in effect)")
+    print("restart running servers so they use the new parameters")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = _parser().parse_args(argv)
@@ -144,6 +174,8 @@ def main(argv: list[str] | None = None) -> int:
         return _serve(args)
     if args.command == "load":
         return asyncio.run(_load(args))
+    if args.command == "reindex":
+        return asyncio.run(_reindex(args))
     if args.command == "openapi":
         from fhir_server.openapi import openapi_bytes
 

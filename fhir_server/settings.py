@@ -20,6 +20,9 @@ class Settings(BaseSettings):
     workers: int = 1
     seed: bool = Field(default=True, description="Load seed_data/ into an empty store at start")
     seed_dir: Path | None = None
+    profiles_dir: Path | None = Field(
+        default=None, description="The server's conformance resources; default profiles/"
+    )
     public_url: str | None = Field(
         default=None, description="Public base URL (scheme://host:port); default from the socket"
     )

@@ -13,12 +13,13 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
+from fhir_server.fhir.index_values import IndexValue
 from fhir_server.search.query import SearchQuery
 from fhir_server.storage.base import (
     HistoryEntry,
@@ -250,6 +251,26 @@ class SqliteStorage:
         return await self._on_reader(fn)
 
     # -- writes --------------------------------------------------------------------------------
+    async def reindex(self, items: Sequence[tuple[StoredResource, Sequence[IndexValue]]]) -> int:
+        def fn(conn: sqlite3.Connection) -> int:
+            done = 0
+            for stored, index in items:
+                row = conn.execute(
+                    "SELECT pk, version FROM resources WHERE type = ? AND id = ?",
+                    (stored.resource_type, stored.id),
+                ).fetchone()
+                if row is None or row[1] != stored.version:
+                    continue  # written again meanwhile: that write indexed it already
+                for sql in _DELETE_INDEX.values():
+                    conn.execute(sql, (row[0],))
+                for table, rows in rows_by_table(row[0], stored.resource_type, index).items():
+                    conn.executemany(INSERTS[table], rows)
+                done += 1
+            return done
+
+        async with self.transaction() as tx:
+            return await tx._run(fn)
+
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[SqliteTransaction]:
         async with self._write_lock:
