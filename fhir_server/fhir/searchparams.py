@@ -127,9 +127,14 @@ class SearchParamRegistry:
         types, params = _package_definitions()
         return cls(types, params, tz)
 
-    def _put(self, param: SearchParamDef) -> None:
+    def _put(self, param: SearchParamDef, *, newest: bool = False) -> None:
         self._by_base.setdefault(param.base, {})[param.code] = param
-        self._by_url.setdefault(param.url, param)
+        # A multi-base url keeps its first definition (components only need code and type),
+        # unless a custom SearchParameter with that url is added again.
+        if newest:
+            self._by_url[param.url] = param
+        else:
+            self._by_url.setdefault(param.url, param)
 
     def for_type(self, resource_type: str) -> Mapping[str, SearchParamDef]:
         """Every parameter of a resource type, the Resource-level ones included (empty if unknown)."""
@@ -154,9 +159,8 @@ class SearchParamRegistry:
         """The compiled extractor of all of a type's parameters (built once, until `add`)."""
         found = self._extractors.get(resource_type)
         if found is None:
-            from fhir_server.fhir.extract.build import (
-                build_extractor,
-            )  # extract imports this module
+            # Imported here: the extract package imports this module.
+            from fhir_server.fhir.extract.build import build_extractor
 
             found = build_extractor(resource_type, self.for_type(resource_type).values(), self.tz)
             self._extractors[resource_type] = found
@@ -169,8 +173,8 @@ class SearchParamRegistry:
         supported FHIRPath subset. Already stored resources need a reindex to get its values.
         """
         params = self._parse_custom(search_parameter)
-        for param in params:
-            self._put(param)
+        for i, param in enumerate(params):
+            self._put(param, newest=i == 0)
         self._views.clear()
         self._extractors.clear()
 

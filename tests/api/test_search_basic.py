@@ -206,3 +206,26 @@ async def test_previous_links_walk_back(client: httpx.AsyncClient) -> None:
             back.append([e["resource"]["id"] for e in body["entry"]])
         assert back == pages[::-1], sort
         assert sorted(i for p in pages for i in p) == ["o1", "o2", "o3", "o4", "o5"]
+
+
+async def test_total_accurate_counts_matches_not_rows(client: httpx.AsyncClient) -> None:
+    await _load(client)
+    body = (
+        await client.get(
+            "Observation", params={"code": "8867-4", "_total": "accurate", "_count": "1"}
+        )
+    ).json()
+    assert body["total"] == 4
+    body = (
+        await client.get(
+            "Observation", params={"patient": "p1", "_total": "accurate", "_count": "1"}
+        )
+    ).json()
+    assert body["total"] == 3
+    body = (
+        await client.get(
+            "Observation",
+            params={"patient": "p1", "code": "8867-4", "_total": "accurate", "_count": "1"},
+        )
+    ).json()
+    assert body["total"] == 2

@@ -8,6 +8,7 @@ without an expression (`_text`, `_content`, `_list`, `_has`, `_type`, `_query`).
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from fhir_server.fhir.extract.build import NOT_EXTRACTED, Extractor, build_extractor
@@ -33,10 +34,6 @@ def extract_index_values(
     return reg.extractor(resource["resourceType"])(resource)
 
 
-_DEFAULT: list[SearchParamRegistry] = []
-
-
+@functools.cache
 def _default() -> SearchParamRegistry:
-    if not _DEFAULT:
-        _DEFAULT.append(SearchParamRegistry.load_default())
-    return _DEFAULT[0]
+    return SearchParamRegistry.load_default()

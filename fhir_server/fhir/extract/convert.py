@@ -18,6 +18,7 @@ not extraction's job, and one odd element must not make a resource unstorable.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import re
 from typing import Any, Final
 
@@ -43,6 +44,7 @@ QUANTITY_TYPES: Final = (
 _LOCAL_REF: Final = re.compile(r"([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(?:/_history/[^/]+)?")
 
 
+@functools.lru_cache(maxsize=65536)  # the same subject/encounter recurs in many resources
 def reference_value(p: str, ref: str) -> ReferenceValue:
     """`Type/id[/_history/v]` of a known type -> type and id; anything else (`#x`, URLs) -> url."""
     match = _LOCAL_REF.fullmatch(ref)

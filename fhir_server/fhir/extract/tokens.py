@@ -7,6 +7,7 @@ auxiliary rows (`:text` display/text rows, `:of-type` rows), which composite com
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -25,6 +26,18 @@ def text_of(v: Any) -> str | None:
     return v if v.__class__ is str and v else None
 
 
+# Codes and their display texts repeat across resources (status, category, LOINC codes): sharing
+# the immutable rows saves building and normalising them again (frozen dataclasses are slow to make).
+@functools.lru_cache(maxsize=65536)
+def code_row(p: str, system: str | None, code: str | None) -> TokenValue:
+    return TokenValue(p, system, code)
+
+
+@functools.lru_cache(maxsize=65536)
+def text_row(p: str, text: str) -> TokenValue:
+    return TokenValue(p, None, None, normalize_string(text))
+
+
 def _coding(p: str, v: Any, out: Out, primary: bool) -> None:
     # Hot path (the codes of every Observation, several times over): checks inlined.
     if v.__class__ is dict:
@@ -34,11 +47,11 @@ def _coding(p: str, v: Any, out: Out, primary: bool) -> None:
         if code.__class__ is not str or not code:
             code = None
         if system or code:
-            out.append(TokenValue(p, system, code))
+            out.append(code_row(p, system, code))
         if not primary:
             display = v.get("display")
             if display.__class__ is str and display:
-                out.append(TokenValue(p, None, None, normalize_string(display)))
+                out.append(text_row(p, display))
 
 
 def coding(p: str, tz: dt.tzinfo, primary: bool) -> Convert:
@@ -51,7 +64,7 @@ def codeable_concept(p: str, tz: dt.tzinfo, primary: bool) -> Convert:
             for item in v.get("coding") or ():
                 _coding(p, item, out, primary)
             if not primary and (text := text_of(v.get("text"))):
-                out.append(TokenValue(p, None, None, normalize_string(text)))
+                out.append(text_row(p, text))
 
     return run
 
@@ -77,7 +90,7 @@ def identifier(p: str, tz: dt.tzinfo, primary: bool) -> Convert:
 
 def _plain(p: str, v: Any, out: Out) -> None:
     if v.__class__ is str and v:
-        out.append(TokenValue(p, None, v))
+        out.append(code_row(p, None, v))
 
 
 def plain_token(p: str, tz: dt.tzinfo, primary: bool) -> Convert:

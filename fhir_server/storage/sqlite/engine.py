@@ -194,11 +194,23 @@ class SqliteStorage:
             self._writer.execute(
                 "INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
             )
+            self._optimize(self._writer)
 
         await self._on_writer(init)
         self._loop_conn = _connect(self.path, self._synchronous)
 
+    @staticmethod
+    def _optimize(conn: sqlite3.Connection) -> None:
+        """Refresh the planner's statistics where SQLite thinks they are stale (bounded work)."""
+        conn.execute("PRAGMA analysis_limit=1000")
+        conn.execute("PRAGMA optimize")
+
+    async def optimize(self) -> None:
+        await self._on_writer(lambda: self._optimize(self._writer_conn()))
+
     async def close(self) -> None:
+        if self._writer_pool is not None and self._writer is not None:
+            await self.optimize()
         for pool in (self._reader_pool, self._writer_pool):
             if pool is not None:
                 pool.shutdown(wait=True)

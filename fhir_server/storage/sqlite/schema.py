@@ -3,6 +3,8 @@
 `history` holds every version's bytes once; `resources` is the current-version pointer per
 (type, id), so a read is two primary-key lookups and nothing is stored twice. Search values live in
 one side table per value type, keyed by `resources.pk`, replaced on every write of the resource.
+Equality indexes end with `pk`, so the rows matching one value come in resource order and a
+first page can stop after `_count` rows instead of reading every match.
 """
 
 SCHEMA_VERSION = 1
@@ -34,55 +36,62 @@ CREATE TABLE IF NOT EXISTS resources (
 );
 CREATE UNIQUE INDEX IF NOT EXISTS resources_type_id ON resources (type, id);
 CREATE INDEX IF NOT EXISTS resources_type_time ON resources (type, last_updated);
+-- (type, pk): a type's resources in pk order, for scans that stop after a page.
+CREATE INDEX IF NOT EXISTS resources_type ON resources (type);
 
+-- Index tables: a "search" index per table, leading with (type, param, value) and ending with pk so
+-- that equal values come in resource order; a "probe" index leading with (pk, param) for testing one
+-- resource. Both cover the columns queries read, so no lookup goes back to the table's rows.
 CREATE TABLE IF NOT EXISTS idx_token (
     pk INTEGER NOT NULL, type TEXT NOT NULL, param TEXT NOT NULL,
     system TEXT, code TEXT, text TEXT
 );
-CREATE INDEX IF NOT EXISTS idx_token_code ON idx_token (type, param, code, system);
-CREATE INDEX IF NOT EXISTS idx_token_pk ON idx_token (pk);
+CREATE INDEX IF NOT EXISTS idx_token_code ON idx_token (type, param, code, pk, system);
+CREATE INDEX IF NOT EXISTS idx_token_system ON idx_token (type, param, system, pk);
+CREATE INDEX IF NOT EXISTS idx_token_pk ON idx_token (pk, param, code, system);
 
 CREATE TABLE IF NOT EXISTS idx_string (
     pk INTEGER NOT NULL, type TEXT NOT NULL, param TEXT NOT NULL, norm TEXT NOT NULL, exact TEXT
 );
-CREATE INDEX IF NOT EXISTS idx_string_norm ON idx_string (type, param, norm);
-CREATE INDEX IF NOT EXISTS idx_string_pk ON idx_string (pk);
+CREATE INDEX IF NOT EXISTS idx_string_norm ON idx_string (type, param, norm, pk);
+CREATE INDEX IF NOT EXISTS idx_string_pk ON idx_string (pk, param, norm);
 
 CREATE TABLE IF NOT EXISTS idx_date (
     pk INTEGER NOT NULL, type TEXT NOT NULL, param TEXT NOT NULL,
     low INTEGER NOT NULL, high INTEGER NOT NULL
 );
-CREATE INDEX IF NOT EXISTS idx_date_low ON idx_date (type, param, low);
-CREATE INDEX IF NOT EXISTS idx_date_high ON idx_date (type, param, high);
-CREATE INDEX IF NOT EXISTS idx_date_pk ON idx_date (pk, param);
+CREATE INDEX IF NOT EXISTS idx_date_low ON idx_date (type, param, low, high, pk);
+CREATE INDEX IF NOT EXISTS idx_date_high ON idx_date (type, param, high, low, pk);
+CREATE INDEX IF NOT EXISTS idx_date_pk ON idx_date (pk, param, low, high);
 
 CREATE TABLE IF NOT EXISTS idx_number (
     pk INTEGER NOT NULL, type TEXT NOT NULL, param TEXT NOT NULL, value REAL NOT NULL
 );
-CREATE INDEX IF NOT EXISTS idx_number_value ON idx_number (type, param, value);
-CREATE INDEX IF NOT EXISTS idx_number_pk ON idx_number (pk);
+CREATE INDEX IF NOT EXISTS idx_number_value ON idx_number (type, param, value, pk);
+CREATE INDEX IF NOT EXISTS idx_number_pk ON idx_number (pk, param, value);
 
 CREATE TABLE IF NOT EXISTS idx_quantity (
     pk INTEGER NOT NULL, type TEXT NOT NULL, param TEXT NOT NULL,
     value REAL NOT NULL, system TEXT, code TEXT, unit TEXT
 );
-CREATE INDEX IF NOT EXISTS idx_quantity_value ON idx_quantity (type, param, value);
-CREATE INDEX IF NOT EXISTS idx_quantity_pk ON idx_quantity (pk);
+CREATE INDEX IF NOT EXISTS idx_quantity_value ON idx_quantity (type, param, value, pk, code, system);
+CREATE INDEX IF NOT EXISTS idx_quantity_pk ON idx_quantity (pk, param, value, code, system);
 
 CREATE TABLE IF NOT EXISTS idx_reference (
     pk INTEGER NOT NULL, type TEXT NOT NULL, param TEXT NOT NULL,
     target_type TEXT, target_id TEXT, url TEXT
 );
-CREATE INDEX IF NOT EXISTS idx_reference_target ON idx_reference (type, param, target_id, target_type);
-CREATE INDEX IF NOT EXISTS idx_reference_url ON idx_reference (type, param, url);
-CREATE INDEX IF NOT EXISTS idx_reference_any ON idx_reference (target_id, target_type);
-CREATE INDEX IF NOT EXISTS idx_reference_pk ON idx_reference (pk);
+CREATE INDEX IF NOT EXISTS idx_reference_target
+    ON idx_reference (type, param, target_id, pk, target_type);
+CREATE INDEX IF NOT EXISTS idx_reference_url ON idx_reference (type, param, url, pk);
+CREATE INDEX IF NOT EXISTS idx_reference_any ON idx_reference (target_id, target_type, type, param);
+CREATE INDEX IF NOT EXISTS idx_reference_pk ON idx_reference (pk, param, target_id, target_type);
 
 CREATE TABLE IF NOT EXISTS idx_uri (
     pk INTEGER NOT NULL, type TEXT NOT NULL, param TEXT NOT NULL, uri TEXT NOT NULL
 );
-CREATE INDEX IF NOT EXISTS idx_uri_value ON idx_uri (type, param, uri);
-CREATE INDEX IF NOT EXISTS idx_uri_pk ON idx_uri (pk);
+CREATE INDEX IF NOT EXISTS idx_uri_value ON idx_uri (type, param, uri, pk);
+CREATE INDEX IF NOT EXISTS idx_uri_pk ON idx_uri (pk, param, uri);
 
 -- One row per combination of a two-component composite's values: the first component is a
 -- token (system1, code1); the second a token (system2, code2), a quantity (value2, system2, code2),
@@ -92,8 +101,10 @@ CREATE TABLE IF NOT EXISTS idx_composite (
     system1 TEXT, code1 TEXT, system2 TEXT, code2 TEXT,
     value2 REAL, low2 INTEGER, high2 INTEGER, str2 TEXT
 );
-CREATE INDEX IF NOT EXISTS idx_composite_code ON idx_composite (type, param, code1, system1);
-CREATE INDEX IF NOT EXISTS idx_composite_pk ON idx_composite (pk);
+CREATE INDEX IF NOT EXISTS idx_composite_code ON idx_composite
+    (type, param, code1, pk, system1, code2, system2, value2, low2, high2, str2);
+CREATE INDEX IF NOT EXISTS idx_composite_pk ON idx_composite
+    (pk, param, code1, system1, code2, system2, value2, low2, high2, str2);
 """
 
 # `_text` / `_content`: one row per current resource, rowid = resources.pk.

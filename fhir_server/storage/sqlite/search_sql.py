@@ -14,10 +14,17 @@ from fhir_server.storage.base import (
     SearchPage,
     StoredResource,
 )
-from fhir_server.storage.sqlite.sql_criteria import CriteriaCompiler, Fragment, _types_sql
+from fhir_server.storage.sqlite.sql_criteria import (
+    Cond,
+    CriteriaCompiler,
+    Estimator,
+    Fragment,
+    types_sql,
+)
 
 _SELECT = "SELECT r.pk, r.type, r.id, r.version, r.last_updated, h.body"
 _FROM = "FROM resources r JOIN history h ON h.seq = r.seq"
+_FROM_HISTORY = "JOIN history h ON h.seq = r.seq"
 _TOP_TEXT = "\U0010ffff"
 # How a sort key reads its value from the index tables: (table, column for asc, for desc).
 _SORT_SOURCES: dict[str, tuple[str, str, str, object, object]] = {
@@ -60,38 +67,58 @@ def _keyset(
     return "(" + " OR ".join(ors) + ")", params
 
 
-def _filters(query: SearchQuery) -> Fragment:
-    tsql, tparams = _types_sql(query.resource_types, "r.type")
-    csql, cparams = CriteriaCompiler(query.resource_types).clauses(query.clauses)
-    return f"r.deleted = 0 AND {tsql} AND {csql}", [*tparams, *cparams]
+ESTIMATE_BOUND = 2000
+
+
+def estimator(conn: sqlite3.Connection) -> Estimator:
+    """How many rows a driver yields, counted up to a bound: enough to tell narrow from broad."""
+
+    def estimate(driver: Fragment) -> int:
+        sql = f"SELECT count(*) FROM ({driver[0]} LIMIT {ESTIMATE_BOUND})"
+        return int(conn.execute(sql, driver[1]).fetchone()[0])
+
+    return estimate
 
 
 def _to_stored(row: tuple[Any, ...]) -> StoredResource:
     return StoredResource(row[1], row[2], row[3], row[4], False, bytes(row[5]))
 
 
-def run_search(conn: sqlite3.Connection, query: SearchQuery) -> SearchPage:
-    snapshot = query.snapshot
-    if snapshot is None:
-        snapshot = int(conn.execute("SELECT COALESCE(MAX(pk), 0) FROM resources").fetchone()[0])
-    where, params = _filters(query)
-    where += " AND r.pk <= ?"
-    params.append(snapshot)
+def _streamed(
+    driver: Fragment, where: str, params: list[object], query: SearchQuery, backwards: bool
+) -> Fragment:
+    """Default order with a driver whose index is in pk order: read pks from the index in order
+    and stop after a page, instead of materialising every match first."""
+    cursor = query.before if backwards else query.after
+    keyset = ""
+    keyset_params: list[object] = []
+    if cursor is not None:
+        keyset = f" AND x.pk {'<' if backwards else '>'} ?"
+        keyset_params = [cursor[-1]]
+    direction = "DESC" if backwards else "ASC"
+    pks = (
+        f"SELECT DISTINCT x.pk AS pk FROM ({driver[0]}) x JOIN resources r ON r.pk = x.pk "
+        f"WHERE {where}{keyset} ORDER BY x.pk {direction} LIMIT ?"
+    )
+    sql = f"{_SELECT} FROM ({pks}) d JOIN resources r ON r.pk = d.pk {_FROM_HISTORY} ORDER BY r.pk {direction}"
+    return sql, [*driver[1], *params, *keyset_params, query.count + 1]
 
+
+def _sorted(
+    driver: Fragment | None, where: str, params: list[object], query: SearchQuery, backwards: bool
+) -> Fragment:
+    if driver is not None:
+        where = f"r.pk IN ({driver[0]}) AND {where}"
+        params = [*driver[1], *params]
     sort_cols: list[str] = []
     sort_params: list[object] = []
     for i, key in enumerate(query.sort):
         expr, p = _sort_expr(key)
-        sort_cols.append(f"{expr} AS s{i}")
+        sort_cols.append(f", {expr} AS s{i}")
         sort_params.extend(p)
-    inner = (
-        f"{_SELECT}{''.join(', ' + c for c in sort_cols)} {_FROM} WHERE {where}"
-        if sort_cols
-        else f"{_SELECT} {_FROM} WHERE {where}"
-    )
+    inner = f"{_SELECT}{''.join(sort_cols)} {_FROM} WHERE {where}"
     outer_where = "1"
     outer_params: list[object] = []
-    backwards = query.before is not None
     # A previous page is read in reverse order from its end, then turned around.
     descending = [k.descending != backwards for k in query.sort]
     cursor = query.before if backwards else query.after
@@ -102,7 +129,47 @@ def run_search(conn: sqlite3.Connection, query: SearchQuery) -> SearchPage:
         [f"s{i} {'DESC' if d else 'ASC'}" for i, d in enumerate(descending)] + [f"pk {pk_dir}"]
     )
     sql = f"SELECT * FROM ({inner}) WHERE {outer_where} ORDER BY {order} LIMIT ?"
-    all_params = [*sort_params, *params, *outer_params, query.count + 1]
+    return sql, [*sort_params, *params, *outer_params, query.count + 1]
+
+
+def _count(
+    conn: sqlite3.Connection,
+    driver: Cond | None,
+    where: str,
+    params: list[object],
+    probe_free: bool,
+    snapshot: int,
+) -> int:
+    if driver is not None and driver.driver is not None and probe_free:
+        sql = f"SELECT count(DISTINCT x.pk) FROM ({driver.driver[0]}) x WHERE x.pk <= ?"
+        return int(conn.execute(sql, [*driver.driver[1], snapshot]).fetchone()[0])
+    if driver is not None and driver.driver is not None:
+        where = f"r.pk IN ({driver.driver[0]}) AND {where}"
+        params = [*driver.driver[1], *params]
+    return int(
+        conn.execute(f"SELECT count(*) FROM resources r WHERE {where}", params).fetchone()[0]
+    )
+
+
+def run_search(conn: sqlite3.Connection, query: SearchQuery) -> SearchPage:
+    snapshot = query.snapshot
+    if snapshot is None:
+        snapshot = int(conn.execute("SELECT COALESCE(MAX(pk), 0) FROM resources").fetchone()[0])
+    compiler = CriteriaCompiler(
+        query.resource_types, estimate=estimator(conn), bound=ESTIMATE_BOUND
+    )
+    ordered = not query.sort and query.total == "none"
+    driver, probe = compiler.plan(query.clauses, ordered)
+    tsql, tparams = types_sql(query.resource_types, "r.type")
+    where = f"r.deleted = 0 AND {tsql} AND {probe[0]} AND r.pk <= ?"
+    params: list[object] = [*tparams, *probe[1], snapshot]
+    backwards = query.before is not None
+    if not query.sort and driver is not None and driver.driver is not None and driver.streams:
+        sql, all_params = _streamed(driver.driver, where, params, query, backwards)
+    else:
+        sql, all_params = _sorted(
+            driver.driver if driver else None, where, params, query, backwards
+        )
     rows = conn.execute(sql, all_params).fetchall() if query.count > 0 else []
 
     more = len(rows) > query.count
@@ -124,9 +191,7 @@ def run_search(conn: sqlite3.Connection, query: SearchQuery) -> SearchPage:
         if first_page and not more and query.count > 0:
             total = len(matches)
         else:
-            total = int(
-                conn.execute(f"SELECT count(*) {_FROM} WHERE {where}", params).fetchone()[0]
-            )
+            total = _count(conn, driver, where, params, probe[0] == "1", snapshot)
     included = _includes(conn, query.includes, rows) if query.includes and rows else []
     return SearchPage(matches, included, total, next_cursor, snapshot, prev_cursor)
 
@@ -175,7 +240,7 @@ def _include_once(
         for chunk in _chunks([(t, i) for _, t, i in frontier]):
             ids = [i for _, i in chunk]
             types = sorted({t for t, _ in chunk})
-            tsql, tparams = _types_sql(tuple(types), "ref.target_type")
+            tsql, tparams = types_sql(tuple(types), "ref.target_type")
             source_sql, source_params = (
                 ("1", []) if inc.source_type == "*" else ("ref.type = ?", [inc.source_type])
             )

@@ -1,11 +1,16 @@
-"""Search criteria -> SQL fragments over the index tables. Values enter only as placeholders.
+"""Search criteria -> SQL over the index tables. Values enter only as placeholders.
 
-Each fragment is a boolean expression about the resource row aliased `alias` (columns pk, type, id,
-last_updated). Index tables are entered through `alias.pk IN (SELECT pk ...)` so that SQLite can
-drive the query from the most selective index instead of scanning every resource of the type.
+Every criterion compiles two ways: as a *driver*, a `SELECT pk ...` of the matching resources read
+from an index in one range scan, and as a *probe*, a per-row test on the resource row aliased
+`alias` (an EXISTS on the index table's pk index). A query materialises one driver, the one that
+selects least (measured with a bounded count when there is a choice), and probes the rest on its
+rows: ANDing materialised sets would read every row of a broad criterion such as a date range.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from fhir_server.search.query import (
     ChainCriterion,
@@ -45,7 +50,7 @@ TABLE_FOR_TYPE = {
 _TOP = "\U0010ffff"
 
 
-def _types_sql(types: tuple[str, ...], column: str = "type") -> Fragment:
+def types_sql(types: tuple[str, ...], column: str = "type") -> Fragment:
     if len(types) == 1:
         return f"{column} = ?", [types[0]]
     if not types:
@@ -73,18 +78,24 @@ def like_escape(text: str) -> str:
 def range_sql(prefix: Prefix, lo_col: str, hi_col: str, low: object, high: object) -> Fragment:
     """FHIR's range comparison: stored [lo_col, hi_col) against the searched [low, high)."""
     match prefix:
-        case "eq":
-            return f"({lo_col} >= ? AND {hi_col} <= ?)", [low, high]
+        case "eq":  # the redundant `lo < high` bounds an index range scan on the low column
+            return f"({lo_col} >= ? AND {lo_col} < ? AND {hi_col} <= ?)", [low, high, high]
         case "ne":
             return f"({lo_col} < ? OR {hi_col} > ?)", [low, high]
         case "gt":
             return f"{hi_col} > ?", [high]
         case "lt":
             return f"{lo_col} < ?", [low]
-        case "ge":
-            return f"({hi_col} > ? OR ({lo_col} >= ? AND {hi_col} <= ?))", [high, low, high]
-        case "le":
-            return f"({lo_col} < ? OR ({lo_col} >= ? AND {hi_col} <= ?))", [low, low, high]
+        case "ge":  # both branches imply `hi > low`, which an index on hi can serve
+            return (
+                f"({hi_col} > ? AND ({hi_col} > ? OR ({lo_col} >= ? AND {hi_col} <= ?)))",
+                [low, high, low, high],
+            )
+        case "le":  # both branches imply `lo < high`
+            return (
+                f"({lo_col} < ? AND ({lo_col} < ? OR ({lo_col} >= ? AND {hi_col} <= ?)))",
+                [high, low, low, high],
+            )
         case "sa":
             return f"{lo_col} >= ?", [high]
         case "eb":
@@ -112,74 +123,181 @@ def value_sql(prefix: Prefix, col: str, value: float, low: float, high: float) -
     raise AssertionError(prefix)
 
 
+@dataclass(frozen=True)
+class Cond:
+    """A criterion (or an OR of criteria) both ways; `driver` is None when it cannot drive (NOT)."""
+
+    probe: Fragment
+    driver: Fragment | None
+    rank: int  # a static guess of selectivity, lower is narrower; ties broken by measurement
+    streams: bool = False  # the driver's index yields its rows in pk order
+
+
+# Counts the rows of a driver up to a bound; used to pick the narrowest driver.
+Estimator = Callable[[Fragment], int]
+_RANK = {
+    "id": 0,
+    "reference": 1,
+    "list": 1,
+    "token": 2,
+    "composite": 2,
+    "string": 3,
+    "uri": 3,
+    "text": 4,
+    "quantity": 5,
+    "number": 5,
+    "date": 6,
+    "updated": 7,
+}
+
+
+def _or(conds: list[Cond]) -> Cond:
+    if len(conds) == 1:
+        return conds[0]
+    probe = (
+        "(" + " OR ".join(c.probe[0] for c in conds) + ")",
+        [p for c in conds for p in c.probe[1]],
+    )
+    driver: Fragment | None = None
+    if all(c.driver is not None for c in conds):
+        parts = [c.driver for c in conds if c.driver is not None]
+        driver = (" UNION ".join(d[0] for d in parts), [p for d in parts for p in d[1]])
+    return Cond(probe, driver, max(c.rank for c in conds) + 1)
+
+
 class CriteriaCompiler:
     """Compiles criteria for resources of `types` held in the row alias `alias`."""
 
-    def __init__(self, types: tuple[str, ...], alias: str = "r", depth: int = 0) -> None:
+    def __init__(
+        self,
+        types: tuple[str, ...],
+        alias: str = "r",
+        depth: int = 0,
+        estimate: Estimator | None = None,
+        bound: int = 2000,
+    ) -> None:
         self.types = types
         self.alias = alias
         self.depth = depth
+        self.estimate = estimate
+        self.bound = bound  # the estimator counts up to this many rows
 
-    def clauses(self, clauses: tuple[Clause, ...]) -> Fragment:
-        parts: list[str] = []
-        params: list[object] = []
-        for clause in clauses:
-            sql, p = self.clause(clause)
-            parts.append(sql)
-            params.extend(p)
-        return (" AND ".join(parts) if parts else "1"), params
+    def plan(
+        self, clauses: tuple[Clause, ...], ordered: bool = False
+    ) -> tuple[Cond | None, Fragment]:
+        """(the clause to drive from, or None; the probes of all the other clauses).
 
-    def clause(self, clause: Clause) -> Fragment:
-        frags = [self.criterion(c) for c in clause.criteria]
-        if len(frags) == 1:
-            return frags[0]
-        return "(" + " OR ".join(f[0] for f in frags) + ")", [p for f in frags for p in f[1]]
+        `ordered`: only the first rows in pk order are wanted (default sort, no total), so a
+        broad driver that cannot stream is worse than scanning resources in order with probes.
+        """
+        conds = [self.clause(c) for c in clauses]
+        drivable = sorted(
+            (i for i, c in enumerate(conds) if c.driver is not None),
+            key=lambda i: (conds[i].rank, i),
+        )[:4]
+        chosen: int | None = drivable[0] if drivable else None
+        needs_measure = len(drivable) > 1 or (
+            ordered and drivable and not conds[drivable[0]].streams
+        )
+        if needs_measure and self.estimate is not None:
+            sizes = {i: self.estimate(conds[i].driver) for i in drivable}  # type: ignore[arg-type]
+            narrow = [i for i in drivable if sizes[i] < self.bound]
+            if narrow:
+                chosen = min(narrow, key=lambda i: (sizes[i], conds[i].rank, i))
+            elif ordered:
+                streaming = [i for i in drivable if conds[i].streams]
+                chosen = streaming[0] if streaming else None
+        probes = [c.probe for i, c in enumerate(conds) if i != chosen]
+        probe = (" AND ".join(p[0] for p in probes) or "1", [x for p in probes for x in p[1]])
+        return (conds[chosen] if chosen is not None else None), probe
 
-    def _in_index(self, table: str, param: str, cond: str, params: list[object]) -> Fragment:
-        tsql, tparams = _types_sql(self.types)
-        sql = f"{self.alias}.pk IN (SELECT pk FROM {table} WHERE {tsql} AND param = ? AND {cond})"
-        return sql, [*tparams, param, *params]
+    def where(self, clauses: tuple[Clause, ...]) -> Fragment:
+        """One boolean expression on the row alias: the driver as `pk IN (...)`, then the probes."""
+        driver, probe = self.plan(clauses)
+        if driver is None or driver.driver is None:
+            return probe
+        sql, params = driver.driver
+        return f"{self.alias}.pk IN ({sql}) AND {probe[0]}", [*params, *probe[1]]
 
-    def criterion(self, c: Criterion) -> Fragment:
-        a = self.alias
+    def clause(self, clause: Clause) -> Cond:
+        return _or([self.criterion(c) for c in clause.criteria])
+
+    def _index(
+        self,
+        table: str,
+        param: str,
+        cond: str,
+        params: list[object],
+        rank: str,
+        negate: bool = False,
+        streams: bool = False,
+    ) -> Cond:
+        tsql, tparams = types_sql(self.types)
+        probe_sql = (
+            f"{'NOT ' if negate else ''}EXISTS (SELECT 1 FROM {table} x "
+            f"WHERE x.pk = {self.alias}.pk AND x.param = ? AND {cond})"
+        )
+        probe: Fragment = (probe_sql, [param, *params])
+        if negate:
+            return Cond(probe, None, 99)
+        driver: Fragment = (
+            f"SELECT pk FROM {table} WHERE {tsql} AND param = ? AND {cond}",
+            [*tparams, param, *params],
+        )
+        return Cond(probe, driver, _RANK[rank], streams)
+
+    def _resource_cond(self, cond_on: Callable[[str], Fragment], rank: str) -> Cond:
+        """A condition on the resource row itself (id, lastUpdated)."""
+        probe = cond_on(self.alias)
+        tsql, tparams = types_sql(self.types, "d.type")
+        inner = cond_on("d")
+        driver: Fragment = (
+            f"SELECT d.pk FROM resources d WHERE {tsql} AND d.deleted = 0 AND {inner[0]}",
+            [*tparams, *inner[1]],
+        )
+        return Cond(probe, driver, _RANK[rank])
+
+    def criterion(self, c: Criterion) -> Cond:
         match c:
             case TokenCriterion():
                 return self._token(c)
             case StringCriterion(param=p, value=v, mode=mode):
                 if mode == "exact":
-                    return self._in_index("idx_string", p, "exact = ?", [v])
+                    return self._index("idx_string", p, "exact = ?", [v], "string")
                 if mode == "contains":
-                    return self._in_index(
-                        "idx_string", p, "norm LIKE ? ESCAPE '\\'", [f"%{like_escape(v)}%"]
-                    )
-                return self._in_index("idx_string", p, "norm >= ? AND norm < ?", [v, v + _TOP])
+                    like = f"%{like_escape(v)}%"
+                    return self._index("idx_string", p, "norm LIKE ? ESCAPE '\\'", [like], "text")
+                return self._index(
+                    "idx_string", p, "norm >= ? AND norm < ?", [v, v + _TOP], "string"
+                )
             case DateCriterion(param=p, prefix=pre, low=lo, high=hi):
                 cond, params = range_sql(pre, "low", "high", lo, hi)
-                return self._in_index("idx_date", p, cond, params)
+                return self._index("idx_date", p, cond, params, "date")
             case NumberCriterion(param=p, prefix=pre, value=v, low=lo, high=hi):
                 cond, params = value_sql(pre, "value", v, lo, hi)
-                return self._in_index("idx_number", p, cond, params)
+                return self._index("idx_number", p, cond, params, "number")
             case QuantityCriterion():
                 return self._quantity(c)
             case ReferenceCriterion():
                 return self._reference(c)
             case UriCriterion(param=p, uri=u, mode=mode):
                 if mode == "below":
-                    return self._in_index("idx_uri", p, "uri >= ? AND uri < ?", [u, u + _TOP])
+                    return self._index("idx_uri", p, "uri >= ? AND uri < ?", [u, u + _TOP], "uri")
                 if mode == "above":
-                    return self._in_index("idx_uri", p, "? LIKE (uri || '%')", [u])
-                return self._in_index("idx_uri", p, "uri = ?", [u])
+                    return self._index("idx_uri", p, "? LIKE (uri || '%')", [u], "text")
+                return self._index("idx_uri", p, "uri = ?", [u], "uri", streams=True)
             case MissingCriterion(param=p, param_type=t, missing=missing):
-                tsql, tparams = _types_sql(self.types)
-                op = "NOT IN" if missing else "IN"
-                table = TABLE_FOR_TYPE[t]
-                sql = f"{a}.pk {op} (SELECT pk FROM {table} WHERE {tsql} AND param = ?)"
-                return sql, [*tparams, p]
+                return self._index(TABLE_FOR_TYPE[t], p, "1", [], "date", negate=missing)
             case IdCriterion(ids=ids):
-                return f"{a}.id IN ({','.join('?' * len(ids))})", list(ids)
+                marks = ",".join("?" * len(ids))
+                return self._resource_cond(lambda a: (f"{a}.id IN ({marks})", list(ids)), "id")
             case LastUpdatedCriterion(prefix=pre, low=lo, high=hi):
-                col = f"{a}.last_updated"
-                return range_sql(pre, col, f"({col} + 1)", lo, hi)
+                return self._resource_cond(
+                    lambda a: range_sql(
+                        pre, f"{a}.last_updated", f"({a}.last_updated + 1)", lo, hi
+                    ),
+                    "updated",
+                )
             case ChainCriterion():
                 return self._chain(c)
             case HasCriterion():
@@ -189,17 +307,48 @@ class CriteriaCompiler:
             case TokenSetCriterion():
                 return self._token_set(c)
             case TextCriterion(field=f, query=q):
-                return f"{a}.pk IN (SELECT rowid FROM fts WHERE fts MATCH ?)", [fts_query(f, q)]
-            case ListCriterion(list_id=list_id):
-                sql = (
-                    f"{a}.id IN (SELECT li.target_id FROM idx_reference li WHERE li.type = 'List' "
-                    f"AND li.param = 'item' AND li.target_type = {a}.type AND li.pk = "
-                    "(SELECT pk FROM resources WHERE type = 'List' AND id = ? AND deleted = 0))"
+                fts = "SELECT rowid FROM fts WHERE fts MATCH ?"
+                return Cond(
+                    (f"{self.alias}.pk IN ({fts})", [fts_query(f, q)]),
+                    (fts, [fts_query(f, q)]),
+                    _RANK["text"],
                 )
-                return sql, [list_id]
+            case ListCriterion(list_id=list_id):
+                return self._list(list_id)
         raise AssertionError(f"unsupported criterion {c!r}")
 
-    def _token_set(self, c: TokenSetCriterion) -> Fragment:
+    def _list(self, list_id: str) -> Cond:
+        items = (
+            "SELECT li.target_type, li.target_id FROM idx_reference li WHERE li.type = 'List' "
+            "AND li.param = 'item' AND li.pk = "
+            "(SELECT pk FROM resources WHERE type = 'List' AND id = ? AND deleted = 0)"
+        )
+        a = self.alias
+        probe: Fragment = (f"({a}.type, {a}.id) IN ({items})", [list_id])
+        tsql, tparams = types_sql(self.types, "d.type")
+        driver: Fragment = (
+            f"SELECT d.pk FROM resources d WHERE {tsql} AND (d.type, d.id) IN ({items})",
+            [*tparams, list_id],
+        )
+        return Cond(probe, driver, _RANK["list"])
+
+    def _token(self, c: TokenCriterion) -> Cond:
+        params: list[object]
+        if c.text is not None:
+            cond, params = "text LIKE ? ESCAPE '\\'", [f"{like_escape(c.text)}%"]
+        elif c.code is not None and c.any_system:
+            cond, params = "code = ?", [c.code]
+        elif c.code is not None and c.system is not None:
+            cond, params = "code = ? AND system = ?", [c.code, c.system]
+        elif c.code is not None:
+            cond, params = "code = ? AND system IS NULL", [c.code]
+        else:
+            cond, params = "system = ?", [c.system]
+        rank = "text" if c.text is not None or c.code is None else "token"
+        streams = c.text is None and c.code is not None
+        return self._index("idx_token", c.param, cond, params, rank, c.negate, streams)
+
+    def _token_set(self, c: TokenSetCriterion) -> Cond:
         ors: list[str] = []
         params: list[object] = []
         with_system = [(s, code) for s, code in c.codes if s is not None]
@@ -218,31 +367,10 @@ class CriteriaCompiler:
         if c.systems:
             ors.append(f"system IN ({','.join('?' * len(c.systems))})")
             params += list(c.systems)
-        if not ors:
-            ors.append("0")
-        sql, p = self._in_index("idx_token", c.param, "(" + " OR ".join(ors) + ")", params)
-        if c.negate:
-            sql = sql.replace(" IN (", " NOT IN (", 1)
-        return sql, p
+        cond = "(" + " OR ".join(ors or ["0"]) + ")"
+        return self._index("idx_token", c.param, cond, params, "token", negate=c.negate)
 
-    def _token(self, c: TokenCriterion) -> Fragment:
-        params: list[object]
-        if c.text is not None:
-            cond, params = "text LIKE ? ESCAPE '\\'", [f"{like_escape(c.text)}%"]
-        elif c.code is not None and c.any_system:
-            cond, params = "code = ?", [c.code]
-        elif c.code is not None and c.system is not None:
-            cond, params = "code = ? AND system = ?", [c.code, c.system]
-        elif c.code is not None:
-            cond, params = "code = ? AND system IS NULL", [c.code]
-        else:
-            cond, params = "system = ?", [c.system]
-        sql, p = self._in_index("idx_token", c.param, cond, params)
-        if c.negate:
-            sql = sql.replace(" IN (", " NOT IN (", 1)
-        return sql, p
-
-    def _quantity(self, c: QuantityCriterion) -> Fragment:
+    def _quantity(self, c: QuantityCriterion) -> Cond:
         cond, params = value_sql(c.prefix, "value", c.value, c.low, c.high)
         if c.system is not None and c.code is not None:
             cond += " AND system = ? AND code = ?"
@@ -250,47 +378,59 @@ class CriteriaCompiler:
         elif c.code is not None:
             cond += " AND (code = ? OR unit = ?)"
             params += [c.code, c.code]
-        return self._in_index("idx_quantity", c.param, cond, params)
+        return self._index("idx_quantity", c.param, cond, params, "quantity")
 
-    def _reference(self, c: ReferenceCriterion) -> Fragment:
+    def _reference(self, c: ReferenceCriterion) -> Cond:
         if c.url is not None:
-            return self._in_index("idx_reference", c.param, "url = ?", [c.url])
+            return self._index("idx_reference", c.param, "url = ?", [c.url], "reference")
         if c.target_type is not None:
-            return self._in_index(
+            return self._index(
                 "idx_reference",
                 c.param,
                 "target_id = ? AND target_type = ?",
                 [c.target_id, c.target_type],
+                "reference",
             )
-        return self._in_index("idx_reference", c.param, "target_id = ?", [c.target_id])
+        return self._index("idx_reference", c.param, "target_id = ?", [c.target_id], "reference")
 
-    def _chain(self, c: ChainCriterion) -> Fragment:
-        inner_alias = f"c{self.depth + 1}"
-        inner = CriteriaCompiler(c.target_types, inner_alias, self.depth + 1)
-        inner_sql, inner_params = inner.clauses(c.inner)
-        ttypes, tparams = _types_sql(c.target_types, f"{inner_alias}.type")
-        sub = (
-            f"SELECT {inner_alias}.id FROM resources {inner_alias} WHERE {ttypes} "
-            f"AND {inner_alias}.deleted = 0 AND {inner_sql}"
+    def _nested(
+        self, types: tuple[str, ...], clauses: tuple[Clause, ...], prefix: str, column: str
+    ) -> Fragment:
+        """`SELECT alias.column FROM resources alias WHERE ...` for a chain's or _has's inner query."""
+        alias = f"{prefix}{self.depth + 1}"
+        inner = CriteriaCompiler(types, alias, self.depth + 1, self.estimate)
+        where, params = inner.where(clauses)
+        tsql, tparams = types_sql(types, f"{alias}.type")
+        sql = (
+            f"SELECT {alias}.{column} FROM resources {alias} WHERE {tsql} "
+            f"AND {alias}.deleted = 0 AND {where}"
         )
-        rtypes, rparams = _types_sql(c.target_types, "target_type")
-        cond = f"{rtypes} AND target_id IN ({sub})"
-        return self._in_index("idx_reference", c.param, cond, [*rparams, *tparams, *inner_params])
+        return sql, [*tparams, *params]
 
-    def _has(self, c: HasCriterion) -> Fragment:
-        inner_alias = f"h{self.depth + 1}"
-        inner = CriteriaCompiler((c.source_type,), inner_alias, self.depth + 1)
-        inner_sql, inner_params = inner.clauses(c.inner)
+    def _chain(self, c: ChainCriterion) -> Cond:
+        sub, sub_params = self._nested(c.target_types, c.inner, "c", "id")
+        rtypes, rparams = types_sql(c.target_types, "target_type")
+        cond = f"{rtypes} AND target_id IN ({sub})"
+        return self._index("idx_reference", c.param, cond, [*rparams, *sub_params], "reference")
+
+    def _has(self, c: HasCriterion) -> Cond:
+        """A per-row test only: does some `source_type` resource pointing here match `inner`?
+
+        Correlated all the way down, so it costs the references to this row, not the size of the
+        inner search (which for `_has:Observation:patient:code=...` can be most of the store).
+        """
+        alias = f"h{self.depth + 1}"
+        inner = CriteriaCompiler((c.source_type,), alias, self.depth + 1)
+        _, inner_probe = inner.plan(c.inner)
         a = self.alias
         sql = (
-            f"{a}.id IN (SELECT ref.target_id FROM idx_reference ref WHERE ref.type = ? "
-            f"AND ref.param = ? AND ref.target_type = {a}.type AND ref.pk IN ("
-            f"SELECT {inner_alias}.pk FROM resources {inner_alias} WHERE {inner_alias}.type = ? "
-            f"AND {inner_alias}.deleted = 0 AND {inner_sql}))"
+            f"EXISTS (SELECT 1 FROM idx_reference ref JOIN resources {alias} ON {alias}.pk = ref.pk "
+            f"WHERE ref.type = ? AND ref.param = ? AND ref.target_id = {a}.id "
+            f"AND ref.target_type = {a}.type AND {alias}.deleted = 0 AND {inner_probe[0]})"
         )
-        return sql, [c.source_type, c.param, c.source_type, *inner_params]
+        return Cond((sql, [c.source_type, c.param, *inner_probe[1]]), None, _RANK["reference"])
 
-    def _composite(self, c: CompositeCriterion) -> Fragment:
+    def _composite(self, c: CompositeCriterion) -> Cond:
         first, second = c.components
         conds: list[str] = []
         params: list[object] = []
@@ -327,4 +467,6 @@ class CriteriaCompiler:
                 params.extend([v, v + _TOP])
             case _:
                 raise AssertionError(f"unsupported composite component {second!r}")
-        return self._in_index("idx_composite", c.param, " AND ".join(conds) or "1", params)
+        return self._index(
+            "idx_composite", c.param, " AND ".join(conds) or "1", params, "composite"
+        )
