@@ -49,9 +49,9 @@ SYSTEM_TYPES = {
     "http://hl7.org/fhirpath/System.DateTime": "dateTime",
     "http://hl7.org/fhirpath/System.Time": "time",
 }
+MAX_DESCRIPTION = 200  # characters; longer ones are cut to their first sentence
 # Examples shipped inside the core package that are not part of the specification's search API.
 EXAMPLE_PARAMS = {"example", "example-reference", "example-extension"}
-# Parameters of the search framework that have no SearchParameter resource in the R4 package.
 # The R4 package pairs DocumentReference-relationship's component expressions with each other's
 # definitions (`code` with the reference param relatesto, `target` with the token param relation);
 # the expressions and their order (relation$relatesTo, as the spec describes) are right, so the
@@ -64,6 +64,7 @@ COMPONENT_FIXES = {
         "http://hl7.org/fhir/SearchParameter/DocumentReference-relatesto"
     ),
 }
+# Parameters of the search framework that have no SearchParameter resource in the R4 package.
 FRAMEWORK_PARAMS: list[JsonObj] = [
     {"code": "_list", "type": "special", "description": "Resources in the given List"},
     {"code": "_has", "type": "special", "description": "Reverse chaining"},
@@ -84,11 +85,19 @@ def read_package(path: Path) -> Iterator[JsonObj]:
 
 
 def narrow_description(text: str, base: str) -> str:
+    """The base's own line of a multi-base description, shortened to its first sentence if long."""
+    found = text.strip().split("\n")[0].strip()
     for line in text.splitlines():
         match = re.match(r"\s*\* \[(\w+)\]\([^)]*\): (.*)", line)
         if match and match.group(1) == base:
-            return match.group(2).strip()
-    return text.strip().split("\n")[0].strip()
+            found = match.group(2).strip()
+            break
+    if len(found) <= MAX_DESCRIPTION:
+        return found
+    sentence = found.split(". ", 1)[0]
+    if len(sentence) <= MAX_DESCRIPTION:
+        return sentence + "."
+    return found[: MAX_DESCRIPTION - 1].rsplit(" ", 1)[0] + "…"
 
 
 def element_types(sds: list[JsonObj]) -> JsonObj:
