@@ -93,7 +93,27 @@ def build(ctx: Services, base_url: str, now_us: int) -> dict[str, Any]:
                 "searchParam": [
                     {"name": "_id", "type": "token"},
                     {"name": "_lastUpdated", "type": "date"},
-                    {"name": "_type", "type": "special"},
+                    {"name": "_type", "type": "special", "documentation": "Types to search"},
+                    {
+                        "name": "_text",
+                        "type": "special",
+                        "documentation": "Words in the narrative (prefix match; OR between words)",
+                    },
+                    {
+                        "name": "_content",
+                        "type": "special",
+                        "documentation": "Words anywhere in the resource (prefix match)",
+                    },
+                    {
+                        "name": "_list",
+                        "type": "special",
+                        "documentation": "Items of the List with this id",
+                    },
+                    {
+                        "name": "_has",
+                        "type": "special",
+                        "documentation": "Reverse chaining, nested: _has:Type:param:search-param",
+                    },
                 ],
             }
         ],
