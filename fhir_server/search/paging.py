@@ -9,7 +9,9 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import os
 import secrets
+import time
 from pathlib import Path
 from typing import Any
 
@@ -33,13 +35,21 @@ class PageSigner:
     @classmethod
     def from_data_dir(cls, data_dir: Path) -> PageSigner:
         path = data_dir / "page-secret"
-        if not path.exists():
-            data_dir.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
-            tmp.write_bytes(secrets.token_bytes(32))
-            tmp.chmod(0o600)
-            tmp.replace(path)
-        return cls(path.read_bytes())
+        data_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            # O_EXCL: when several workers start at once, exactly one writes the key.
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+        except FileExistsError:
+            pass
+        else:
+            with os.fdopen(fd, "wb") as f:
+                f.write(secrets.token_bytes(32))
+        for _ in range(100):  # another worker may be between creating and writing the file
+            secret = path.read_bytes()
+            if len(secret) == 32:
+                return cls(secret)
+            time.sleep(0.01)
+        raise RuntimeError(f"{path} does not hold a 32-byte key")
 
     def _mac(self, payload: bytes) -> str:
         return _b64(hmac.new(self._secret, payload, hashlib.sha256).digest()[:18])
