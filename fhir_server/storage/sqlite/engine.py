@@ -33,6 +33,7 @@ from fhir_server.storage.base import (
 from fhir_server.storage.sqlite import search_sql
 from fhir_server.storage.sqlite.index_rows import INSERTS, rows_by_table
 from fhir_server.storage.sqlite.schema import DDL, FTS_DDL, INDEX_TABLES, SCHEMA_VERSION
+from fhir_server.storage.sqlite.transaction import GroupCommit, SqliteTransaction
 
 T = TypeVar("T")
 
@@ -59,6 +60,9 @@ def _connect(path: Path, synchronous: str) -> sqlite3.Connection:
 def _row_to_stored(rtype: str, id: str, row: tuple[Any, ...]) -> StoredResource:
     version, last_updated, deleted, body = row
     return StoredResource(rtype, id, version, last_updated, bool(deleted), bytes(body))
+
+
+READ_SQL = _READ_SQL
 
 
 def apply_write(conn: sqlite3.Connection, w: Write) -> None:
@@ -97,54 +101,6 @@ def apply_write(conn: sqlite3.Connection, w: Write) -> None:
             conn.executemany(INSERTS[table], rows)
 
 
-class SqliteTransaction:
-    """Buffers writes; flushes them with the next read or the commit, in one writer-thread hop."""
-
-    def __init__(self, storage: SqliteStorage) -> None:
-        self._storage = storage
-        self._pending: list[Write] = []
-        self._begun = False
-
-    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        pending, self._pending = self._pending, []
-
-        def job() -> T:
-            conn = self._storage._writer_conn()
-            if not self._begun:
-                conn.execute("BEGIN IMMEDIATE")
-                self._begun = True
-            for w in pending:
-                apply_write(conn, w)
-            return fn(conn)
-
-        return await self._storage._on_writer(job)
-
-    async def read(self, resource_type: str, id: str) -> StoredResource | None:
-        def fn(conn: sqlite3.Connection) -> StoredResource | None:
-            row = conn.execute(_READ_SQL, (resource_type, id)).fetchone()
-            return _row_to_stored(resource_type, id, row) if row else None
-
-        return await self._run(fn)
-
-    async def search(self, query: SearchQuery) -> SearchPage:
-        return await self._run(lambda conn: search_sql.run_search(conn, query))
-
-    async def write(self, write: Write) -> None:
-        self._pending.append(write)
-
-    async def commit(self) -> None:
-        if not self._pending and not self._begun:
-            return
-        await self._run(lambda conn: conn.execute("COMMIT"))
-        self._begun = False
-
-    async def rollback(self) -> None:
-        self._pending = []
-        if self._begun:
-            await self._storage._on_writer(lambda: self._storage._writer_conn().execute("ROLLBACK"))
-            self._begun = False
-
-
 class SqliteStorage:
     def __init__(self, path: Path, *, synchronous: str = "FULL", readers: int = 2) -> None:
         self.path = path
@@ -156,7 +112,7 @@ class SqliteStorage:
         self._loop_conn: sqlite3.Connection | None = None
         self._local = threading.local()
         self._all_conns: list[sqlite3.Connection] = []
-        self._write_lock = asyncio.Lock()
+        self._group = GroupCommit(self)
 
     # -- connections ---------------------------------------------------------------------------
     def _writer_conn(self) -> sqlite3.Connection:
@@ -210,6 +166,7 @@ class SqliteStorage:
 
     async def close(self) -> None:
         if self._writer_pool is not None and self._writer is not None:
+            await self._group.flush()
             await self.optimize()
         for pool in (self._reader_pool, self._writer_pool):
             if pool is not None:
@@ -285,18 +242,8 @@ class SqliteStorage:
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[SqliteTransaction]:
-        async with self._write_lock:
-            tx = SqliteTransaction(self)
-            try:
-                yield tx
-            except BaseException:
-                await tx.rollback()
-                raise
-            try:
-                await tx.commit()
-            except BaseException:
-                await tx.rollback()
-                raise
+        async with self._group.logical() as tx:
+            yield tx
 
 
 __all__ = ["HistoryEntry", "SqliteStorage"]
