@@ -23,6 +23,7 @@ from fhir_server.errors import FhirError, MethodNotAllowed, NotFound
 from fhir_server.fhir.resource_types import resource_types
 from fhir_server.fhir.searchparams import SearchParamRegistry
 from fhir_server.interactions.context import Services
+from fhir_server.interactions.validation_pool import ValidationPool
 from fhir_server.search.paging import PageSigner
 from fhir_server.settings import Settings
 from fhir_server.storage.factory import create_storage
@@ -41,6 +42,7 @@ def build_services(settings: Settings) -> Services:
         pages=PageSigner.from_data_dir(settings.data_dir),
         tz=tz,
         resource_types=frozenset(resource_types()),
+        validation=ValidationPool(settings.validation_processes),
     )
 
 
@@ -52,6 +54,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         services = build_services(settings)
         await services.storage.open()
         await add_stored_parameters(services.registry, services.storage)
+        services.validation.start()
         app.state.services = services
         if settings.seed:
             from fhir_server.seed import seed_if_empty
@@ -60,6 +63,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            services.validation.shutdown()
             await services.storage.close()
 
     app = FastAPI(

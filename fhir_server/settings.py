@@ -31,6 +31,9 @@ class Settings(BaseSettings):
     default_count: int = 20
     max_count: int = 1000
     timezone: str = Field(default="UTC", description="Zone for dates written without one")
+    validation_processes: int = Field(
+        default=2, description="Worker processes that validate large Bundles (0: validate inline)"
+    )
     sqlite_synchronous: str = Field(
         default="FULL", description="SQLite synchronous pragma: FULL (durable) or NORMAL"
     )

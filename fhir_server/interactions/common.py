@@ -65,6 +65,13 @@ def _with_meta(
     return out
 
 
+def as_stored(
+    ctx: Services, resource: dict[str, Any], rtype: str, id: str | None
+) -> dict[str, Any]:
+    """The resource as it will be stored (meta and id stamped), for validating ahead of the write."""
+    return _with_meta(resource, rtype, id or "placeholder", 1, ctx.clock.now_us())
+
+
 def precheck(ctx: Services, resource: dict[str, Any], rtype: str, id: str | None = None) -> None:
     """Validate a resource as it will be stored, before any lock is taken.
 

@@ -13,6 +13,7 @@ from datetime import tzinfo
 from typing import Any
 
 from fhir_server.fhir.searchparams import SearchParamRegistry
+from fhir_server.interactions.validation_pool import ValidationPool
 from fhir_server.search.paging import PageSigner
 from fhir_server.settings import Settings
 from fhir_server.storage.base import Storage
@@ -65,6 +66,7 @@ class Services:
     registry: SearchParamRegistry
     pages: PageSigner
     tz: tzinfo
+    validation: ValidationPool = field(default_factory=lambda: ValidationPool(0))
     clock: Clock = field(default_factory=Clock)
     resource_types: frozenset[str] = frozenset()
     # CapabilityStatement bytes per base URL, built on first request: it only changes on restart.

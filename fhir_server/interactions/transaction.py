@@ -13,15 +13,15 @@ import binascii
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from fhir_server.errors import BadRequest, FhirError, Issue, PreconditionFailed
+from fhir_server.errors import BadRequest, FhirError, Issue, PreconditionFailed, Unprocessable
 from fhir_server.fhir import jsonio
 from fhir_server.interactions import create, delete, patch, update
 from fhir_server.interactions.bundles import bundle
 from fhir_server.interactions.common import (
+    as_stored,
     body_resource,
     http_date,
     location,
-    precheck,
     prefer_return,
 )
 from fhir_server.interactions.conditional import find_matches, parse_criteria
@@ -134,23 +134,39 @@ def _in_entry(err: FhirError, index: int) -> FhirError:
     return err
 
 
-def _precheck_entry(ctx: Services, sub: FhirRequest) -> None:
-    """Validate what a POST or PUT entry will store, before the transaction takes its lock."""
+def _entry_to_check(ctx: Services, sub: FhirRequest) -> dict[str, Any] | None:
+    """What a POST or PUT entry will store, for validation before the transaction's lock."""
     if sub.method not in ("POST", "PUT"):
-        return
+        return None
     parts = [p for p in sub.path.split("/") if p]
     rtype = parts[0] if parts else ""
     if rtype not in ctx.resource_types:
         raise BadRequest(f"Unknown resource type in entry url '{sub.path}'")
     resource = body_resource(sub, rtype)
     if sub.method == "POST":
-        precheck(ctx, resource, rtype)
-    elif len(parts) == 2:
+        return as_stored(ctx, resource, rtype, None)
+    if len(parts) == 2:
         update.check_update_id(rtype, parts[1], resource)
-        precheck(ctx, resource, rtype, parts[1])
-    else:
-        body_id = resource.get("id")
-        precheck(ctx, resource, rtype, body_id if isinstance(body_id, str) else None)
+        return as_stored(ctx, resource, rtype, parts[1])
+    body_id = resource.get("id")
+    return as_stored(ctx, resource, rtype, body_id if isinstance(body_id, str) else None)
+
+
+async def _precheck_entries(ctx: Services, subs: list[FhirRequest]) -> None:
+    """Validate every entry up front (on the validation pool for large Bundles)."""
+    indexed: list[tuple[int, dict[str, Any]]] = []
+    for i, sub in enumerate(subs):
+        try:
+            candidate = _entry_to_check(ctx, sub)
+        except FhirError as err:
+            raise _in_entry(err, i) from None
+        if candidate is not None:
+            indexed.append((i, candidate))
+    results = await ctx.validation.check_many([c for _, c in indexed])
+    for (i, _), issues in zip(indexed, results, strict=True):
+        errors = [x for x in issues if x.severity in ("error", "fatal")]
+        if errors:
+            raise _in_entry(Unprocessable(errors[0].diagnostics, issues=errors), i)
 
 
 async def _run_entry(
@@ -186,11 +202,7 @@ async def _run_entry(
 
 async def _transaction(ctx: Services, req: FhirRequest, entries: list[Any]) -> FhirResponse:
     subs = [entry_request(req, e if isinstance(e, dict) else {}, i) for i, e in enumerate(entries)]
-    for i, sub in enumerate(subs):
-        try:
-            _precheck_entry(ctx, sub)
-        except FhirError as err:
-            raise _in_entry(err, i) from None
+    await _precheck_entries(ctx, subs)
     results: list[dict[str, Any] | None] = [None] * len(subs)
     order = sorted(range(len(subs)), key=lambda i: _ORDER[subs[i].method])
     async with ctx.storage.transaction() as tx:

@@ -16,7 +16,13 @@ BASE = "http://testserver/fhir"
 
 
 def make_settings(tmp_path: Path, **overrides: object) -> Settings:
-    values: dict[str, object] = {"data_dir": tmp_path / "data", "seed": False}
+    # No validation processes by default: spawning them per test would dominate the run time;
+    # tests/corpora exercises the pool.
+    values: dict[str, object] = {
+        "data_dir": tmp_path / "data",
+        "seed": False,
+        "validation_processes": 0,
+    }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]
 

@@ -54,7 +54,7 @@ def _r4b_accepts(resource: dict[str, Any]) -> bool:
 
 @pytest.fixture
 async def api(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(make_settings(tmp_path))
+    app = create_app(make_settings(tmp_path, validation_processes=2))
     async with LifespanManager(app) as manager:
         transport = httpx.ASGITransport(app=manager.app)
         async with httpx.AsyncClient(transport=transport, base_url=BASE, timeout=120) as c:
@@ -169,3 +169,20 @@ async def test_synthea_sample_loads(shared_data: Path, api: httpx.AsyncClient) -
         f"\nSynthea: {len(patients)} patient bundles + {len(first)} shared bundles, {resources} resources, {count} patients"
     )
     assert count == len(patients)
+
+
+async def test_invalid_entry_in_large_bundle_fails_the_transaction(api: httpx.AsyncClient) -> None:
+    """Large Bundles are validated on the worker processes; errors still name the entry."""
+    entries = [
+        {
+            "resource": {"resourceType": "Patient", "gender": "female"},
+            "request": {"method": "POST", "url": "Patient"},
+        }
+        for _ in range(40)
+    ]
+    entries[33]["resource"]["gender"] = "not-a-gender"
+    r = await api.post("", json={"resourceType": "Bundle", "type": "transaction", "entry": entries})
+    assert r.status_code == 422
+    issue = r.json()["issue"][0]
+    assert "entry 33" in issue["diagnostics"]
+    assert (await api.get("Patient", params={"_summary": "count"})).json()["total"] == 0

@@ -1,0 +1,81 @@
+"""Validating many resources at once on other cores.
+
+Validation (the R4B models above all) is most of the CPU a write costs, and one server process
+runs Python on one core. A large transaction or batch Bundle therefore has its entries validated in
+a small pool of worker processes, in as many chunks as there are workers, while the event loop
+goes on with other requests. Small requests validate inline: shipping a resource to another
+process costs more than validating it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any
+
+from fhir_server.errors import Issue
+from fhir_server.fhir import jsonio
+from fhir_server.fhir.validation import resource_issues
+
+MIN_BATCH = 16
+log = logging.getLogger("fhir_server")
+
+
+def _check_chunk(resources: list[dict[str, Any]]) -> list[list[Issue]]:
+    return [resource_issues(r) for r in resources]
+
+
+def _check_serialised(data: bytes) -> list[list[Issue]]:
+    # Resources travel as JSON text: cheaper for the sending process than pickling the dicts.
+    return _check_chunk(jsonio.loads(data, max_depth=10_000))
+
+
+def _warm_up() -> None:
+    """Load the models and tables in a worker before the first real request needs them."""
+    resource_issues({"resourceType": "Patient", "id": "warm-up", "gender": "other"})
+    resource_issues(
+        {"resourceType": "Observation", "id": "w", "status": "final", "code": {"text": "x"}}
+    )
+
+
+class ValidationPool:
+    def __init__(self, processes: int) -> None:
+        self.processes = processes
+        self._executor: ProcessPoolExecutor | None = None
+
+    def start(self) -> None:
+        if self.processes > 0 and self._executor is None:
+            # spawn, not fork: the server process has threads (the SQLite writer and readers)
+            ctx = multiprocessing.get_context("spawn")
+            self._executor = ProcessPoolExecutor(self.processes, mp_context=ctx)
+            for _ in range(self.processes):
+                self._executor.submit(_warm_up)
+
+    def shutdown(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None
+
+    async def check_many(self, resources: list[dict[str, Any]]) -> list[list[Issue]]:
+        if self._executor is None or len(resources) < MIN_BATCH:
+            return _check_chunk(resources)
+        n = self.processes
+        size = -(-len(resources) // n)
+        loop = asyncio.get_running_loop()
+        chunks = [resources[i : i + size] for i in range(0, len(resources), size)]
+        try:
+            results = await asyncio.gather(
+                *[
+                    loop.run_in_executor(self._executor, _check_serialised, jsonio.dumps(c))
+                    for c in chunks
+                ]
+            )
+        except BrokenProcessPool:
+            log.exception("A validation worker died; validating inline and starting new workers")
+            self.shutdown()
+            self.start()
+            return _check_chunk(resources)
+        return [issues for chunk in results for issues in chunk]
