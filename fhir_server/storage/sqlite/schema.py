@@ -110,7 +110,7 @@ CREATE INDEX IF NOT EXISTS idx_composite_pk ON idx_composite
 # `_text` / `_content`: one row per current resource, rowid = resources.pk.
 FTS_DDL = """
 CREATE VIRTUAL TABLE IF NOT EXISTS fts USING fts5(
-    narrative, content, tokenize = 'unicode61 remove_diacritics 2'
+    narrative, content, tokenize = 'unicode61 remove_diacritics 2', detail = column
 );
 """
 
