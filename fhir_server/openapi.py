@@ -12,7 +12,7 @@ import orjson
 from fhir_server import FHIR_VERSION, __version__
 from fhir_server.fhir.resource_types import resource_types
 from fhir_server.fhir.searchparams import SearchParamRegistry
-from fhir_server.interactions.capabilities import RESULT_PARAMETERS
+from fhir_server.search.parse import RESULT_PARAMETERS
 
 FHIR_JSON = "application/fhir+json"
 _ERRORS = {

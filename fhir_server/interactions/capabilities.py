@@ -24,15 +24,6 @@ TYPE_INTERACTIONS = (
     "search-type",
 )
 SYSTEM_INTERACTIONS = ("transaction", "batch", "search-system", "history-system")
-RESULT_PARAMETERS = (
-    "_count",
-    "_sort",
-    "_total",
-    "_include",
-    "_revinclude",
-    "_summary",
-    "_elements",
-)
 
 
 def _search_params(registry: SearchParamRegistry, rtype: str) -> list[dict[str, Any]]:

@@ -35,22 +35,18 @@ from fhir_server.search.query import (
     ValueSetCriterion,
 )
 
+# Parameters that shape the result rather than filter it; the first seven are advertised.
+RESULT_PARAMETERS = (
+    "_count",
+    "_sort",
+    "_total",
+    "_include",
+    "_revinclude",
+    "_summary",
+    "_elements",
+)
 RESULT_PARAMS = frozenset(
-    {
-        "_count",
-        "_sort",
-        "_total",
-        "_include",
-        "_revinclude",
-        "_summary",
-        "_elements",
-        "_format",
-        "_pretty",
-        "_page",
-        "_contained",
-        "_containedType",
-        "_type",
-    }
+    {*RESULT_PARAMETERS, "_format", "_pretty", "_page", "_contained", "_containedType", "_type"}
 )
 UNSUPPORTED = frozenset({"_query", "_filter"})
 SUMMARY_VALUES = ("true", "text", "data", "count", "false")
