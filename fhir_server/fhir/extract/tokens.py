@@ -77,10 +77,16 @@ def identifier_rows(p: str, of_type: str | None, v: Any, out: Out) -> None:
     if system or value:
         out.append(TokenValue(p, system, value))
     id_type = v.get("type")
-    if of_type and value and id_type.__class__ is dict:
-        for item in id_type.get("coding") or ():
-            if item.__class__ is dict and (code := text_of(item.get("code"))):
-                out.append(TokenValue(of_type, text_of(item.get("system")), f"{code}|{value}"))
+    if of_type and id_type.__class__ is dict:
+        # R4 search: `:text` on an identifier matches Identifier.type.text.
+        if text := text_of(id_type.get("text")):
+            out.append(text_row(p, text))
+        if value:
+            for item in id_type.get("coding") or ():
+                if item.__class__ is dict and (code := text_of(item.get("code"))):
+                    out.append(
+                        TokenValue(of_type, text_of(item.get("system")), f"{code}|{value}")
+                    )
 
 
 def identifier(p: str, tz: dt.tzinfo, primary: bool) -> Convert:

@@ -112,10 +112,14 @@ def value_sql(prefix: Prefix, col: str, value: float, low: float, high: float) -
             return f"({col} >= ? AND {col} < ?)", [low, high]
         case "ne":
             return f"({col} < ? OR {col} >= ?)", [low, high]
-        case "gt" | "sa":
+        case "gt":
             return f"{col} > ?", [value]
-        case "lt" | "eb":
+        case "lt":
             return f"{col} < ?", [value]
+        case "sa":  # starts after the search value's range (R4 prefix table, range column)
+            return f"{col} >= ?", [high]
+        case "eb":  # ends before it
+            return f"{col} < ?", [low]
         case "ge":
             return f"{col} >= ?", [value]
         case "le":
