@@ -12,6 +12,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
+import os
+import threading
+import time
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
@@ -33,6 +36,17 @@ def _check_serialised(data: bytes) -> list[list[Issue]]:
     return _check_chunk(jsonio.loads(data, max_depth=10_000))
 
 
+def _exit_with_parent(parent: int) -> None:
+    """A worker whose server died (even by SIGKILL) must not linger: watch the parent pid."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
 def _warm_up() -> None:
     """Load the models and tables in a worker before the first real request needs them."""
     resource_issues({"resourceType": "Patient", "id": "warm-up", "gender": "other"})
@@ -50,7 +64,12 @@ class ValidationPool:
         if self.processes > 0 and self._executor is None:
             # spawn, not fork: the server process has threads (the SQLite writer and readers)
             ctx = multiprocessing.get_context("spawn")
-            self._executor = ProcessPoolExecutor(self.processes, mp_context=ctx)
+            self._executor = ProcessPoolExecutor(
+                self.processes,
+                mp_context=ctx,
+                initializer=_exit_with_parent,
+                initargs=(os.getpid(),),
+            )
             for _ in range(self.processes):
                 self._executor.submit(_warm_up)
 

@@ -1,0 +1,1 @@
+"""One module per workload; each takes a running Server and returns a JSON-able dict."""
