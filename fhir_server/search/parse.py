@@ -100,9 +100,14 @@ def _criterion(
     name, _, chain = key.partition(".")
     name, _, modifier_text = name.partition(":")
     modifier = modifier_text or None
+    if name in ("_id", "_lastUpdated") and modifier not in (None, "not" if name == "_id" else None):
+        raise BadRequest(
+            f"Unknown or unsupported modifier ':{modifier}' on parameter '{name}'",
+            expression=[f"{name}:{modifier}"],
+        )
     if name == "_id":
         ids = tuple(v.unescape(x) for x in v.split_unescaped(value, ","))
-        return Clause((IdCriterion(ids),))
+        return Clause((IdCriterion(ids, negate=modifier == "not"),))
     if name == "_lastUpdated":
         crits: list[Criterion] = []
         for part in v.split_unescaped(value, ","):

@@ -94,6 +94,7 @@ class MissingCriterion:
 @dataclass(frozen=True, slots=True)
 class IdCriterion:
     ids: tuple[str, ...]
+    negate: bool = False  # _id:not
 
 
 @dataclass(frozen=True, slots=True)

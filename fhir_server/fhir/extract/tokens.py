@@ -84,9 +84,7 @@ def identifier_rows(p: str, of_type: str | None, v: Any, out: Out) -> None:
         if value:
             for item in id_type.get("coding") or ():
                 if item.__class__ is dict and (code := text_of(item.get("code"))):
-                    out.append(
-                        TokenValue(of_type, text_of(item.get("system")), f"{code}|{value}")
-                    )
+                    out.append(TokenValue(of_type, text_of(item.get("system")), f"{code}|{value}"))
 
 
 def identifier(p: str, tz: dt.tzinfo, primary: bool) -> Convert:

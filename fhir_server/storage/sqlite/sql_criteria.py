@@ -292,8 +292,10 @@ class CriteriaCompiler:
                 return self._index("idx_uri", p, "uri = ?", [u], "uri", streams=True)
             case MissingCriterion(param=p, param_type=t, missing=missing):
                 return self._index(TABLE_FOR_TYPE[t], p, "1", [], "date", negate=missing)
-            case IdCriterion(ids=ids):
+            case IdCriterion(ids=ids, negate=negate):
                 marks = ",".join("?" * len(ids))
+                if negate:
+                    return Cond((f"{self.alias}.id NOT IN ({marks})", list(ids)), None, 99)
                 return self._resource_cond(lambda a: (f"{a}.id IN ({marks})", list(ids)), "id")
             case LastUpdatedCriterion(prefix=pre, low=lo, high=hi):
                 return self._resource_cond(
