@@ -57,7 +57,10 @@ def explain(conn: sqlite3.Connection, ctx: SearchContext, query: str) -> list[st
         out.append(f"- {ms:.2f} ms: `{sql[:160]}{'…' if len(sql) > 160 else ''}`")
         for row in conn.execute("EXPLAIN QUERY PLAN " + sql, params).fetchall():
             detail = str(row[3])
-            flag = " **(scan)**" if detail.startswith("SCAN ") and "subquery" not in detail else ""
+            # "SCAN d" is the page of pks already selected; "(subquery-N)" a bounded count.
+            scanned = detail.split()[1] if detail.startswith("SCAN ") else ""
+            is_table_scan = scanned not in ("", "d") and not scanned.startswith("(subquery")
+            flag = " **(scan)**" if is_table_scan else ""
             out.append(f"    - {detail}{flag}")
     out.append("")
     return out
