@@ -13,7 +13,7 @@ import binascii
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from fhir_server.errors import BadRequest, FhirError, Issue, PreconditionFailed, Unprocessable
+from fhir_server.errors import BadRequest, FhirError, Issue, Unprocessable
 from fhir_server.fhir import jsonio
 from fhir_server.interactions import create, delete, patch, update
 from fhir_server.interactions.bundles import bundle
@@ -24,7 +24,6 @@ from fhir_server.interactions.common import (
     location,
     prefer_return,
 )
-from fhir_server.interactions.conditional import find_matches, parse_criteria
 from fhir_server.interactions.context import FhirRequest, FhirResponse, Services
 from fhir_server.interactions.references import rewrite_references
 from fhir_server.storage.base import StoredResource, Transaction
@@ -240,6 +239,3 @@ async def process(ctx: Services, req: FhirRequest) -> FhirResponse:
         f"Bundle type '{kind}' cannot be processed; use batch or transaction",
         expression=["Bundle.type"],
     )
-
-
-__all__ = ["PreconditionFailed", "find_matches", "parse_criteria", "process"]

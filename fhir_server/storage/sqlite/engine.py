@@ -1,9 +1,9 @@
 """SQLite engine: one writer connection on its own thread, reader connections for searches.
 
-Why this shape: SQLite allows one writer at a time, so writes go through a single connection and
-an asyncio lock (across processes SQLite's own lock with a busy timeout serialises them). A
-transaction buffers its writes and flushes them together with the next read or the commit, so a
-simple create is one hop to the writer thread. Point reads (read, vread) are primary-key lookups of
+Why this shape: SQLite allows one writer at a time, so writes go through a single connection,
+serialised by the group commit in `transaction.py` (across processes SQLite's own lock with a busy
+timeout serialises them). A transaction buffers its writes and flushes them together with the next
+read or its end, so a simple create is one hop to the writer thread. Point reads (read, vread) are primary-key lookups of
 a few microseconds and run directly on the event loop's own connection: a thread hop would cost more
 than the query. WAL mode lets readers run alongside the writer.
 """
@@ -17,33 +17,17 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from fhir_server.fhir.index_values import IndexValue
 from fhir_server.search.query import SearchQuery
-from fhir_server.storage.base import (
-    HistoryEntry,
-    HistoryPage,
-    HistoryQuery,
-    SearchPage,
-    StoredResource,
-    VersionConflict,
-    Write,
-)
+from fhir_server.storage.base import HistoryPage, HistoryQuery, SearchPage, StoredResource
 from fhir_server.storage.sqlite import search_sql
-from fhir_server.storage.sqlite.index_rows import INSERTS, rows_by_table
-from fhir_server.storage.sqlite.schema import DDL, FTS_DDL, INDEX_TABLES, SCHEMA_VERSION
+from fhir_server.storage.sqlite.rows import READ_SQL, VREAD_SQL, reindex_current, row_to_stored
+from fhir_server.storage.sqlite.schema import DDL, FTS_DDL, SCHEMA_VERSION
 from fhir_server.storage.sqlite.transaction import GroupCommit, SqliteTransaction
 
 T = TypeVar("T")
-
-_READ_SQL = (
-    "SELECT r.version, r.last_updated, r.deleted, h.body FROM resources r "
-    "JOIN history h ON h.seq = r.seq WHERE r.type = ? AND r.id = ?"
-)
-_VREAD_SQL = "SELECT version, last_updated, method, body FROM history WHERE type = ? AND id = ? AND version = ?"
-_DELETE_INDEX = {t: f"DELETE FROM {t} WHERE pk = ?" for t in INDEX_TABLES}
-_DELETE_INDEX["fts"] = "DELETE FROM fts WHERE rowid = ?"
 
 
 def _connect(path: Path, synchronous: str) -> sqlite3.Connection:
@@ -55,50 +39,6 @@ def _connect(path: Path, synchronous: str) -> sqlite3.Connection:
     conn.execute("PRAGMA cache_size=-65536")
     conn.execute("PRAGMA mmap_size=268435456")
     return conn
-
-
-def _row_to_stored(rtype: str, id: str, row: tuple[Any, ...]) -> StoredResource:
-    version, last_updated, deleted, body = row
-    return StoredResource(rtype, id, version, last_updated, bool(deleted), bytes(body))
-
-
-READ_SQL = _READ_SQL
-
-
-def apply_write(conn: sqlite3.Connection, w: Write) -> None:
-    """Store one new version and replace the resource's index rows. Runs inside a transaction."""
-    res = w.resource
-    cur = conn.execute(
-        "SELECT pk, version FROM resources WHERE type = ? AND id = ?", (res.resource_type, res.id)
-    ).fetchone()
-    current = cur[1] if cur else 0
-    if current != w.expected_version:
-        raise VersionConflict(
-            f"{res.resource_type}/{res.id} was changed by another request "
-            f"(version {current}, expected {w.expected_version}); retry with the current version"
-        )
-    seq = conn.execute(
-        "INSERT INTO history (type, id, version, last_updated, method, body) VALUES (?,?,?,?,?,?)",
-        (res.resource_type, res.id, res.version, res.last_updated, w.method, res.body),
-    ).lastrowid
-    if cur:
-        pk = cur[0]
-        conn.execute(
-            "UPDATE resources SET version = ?, last_updated = ?, deleted = ?, seq = ? WHERE pk = ?",
-            (res.version, res.last_updated, int(res.deleted), seq, pk),
-        )
-        for sql in _DELETE_INDEX.values():
-            conn.execute(sql, (pk,))
-    else:
-        pk = conn.execute(
-            "INSERT INTO resources (type, id, version, last_updated, deleted, seq) "
-            "VALUES (?,?,?,?,?,?)",
-            (res.resource_type, res.id, res.version, res.last_updated, int(res.deleted), seq),
-        ).lastrowid
-    assert pk is not None
-    if not res.deleted:
-        for table, rows in rows_by_table(pk, res.resource_type, w.index).items():
-            conn.executemany(INSERTS[table], rows)
 
 
 class SqliteStorage:
@@ -189,12 +129,12 @@ class SqliteStorage:
     # -- reads ---------------------------------------------------------------------------------
     async def read(self, resource_type: str, id: str) -> StoredResource | None:
         assert self._loop_conn is not None, "storage is not open"
-        row = self._loop_conn.execute(_READ_SQL, (resource_type, id)).fetchone()
-        return _row_to_stored(resource_type, id, row) if row else None
+        row = self._loop_conn.execute(READ_SQL, (resource_type, id)).fetchone()
+        return row_to_stored(resource_type, id, row) if row else None
 
     async def vread(self, resource_type: str, id: str, version: int) -> StoredResource | None:
         assert self._loop_conn is not None, "storage is not open"
-        row = self._loop_conn.execute(_VREAD_SQL, (resource_type, id, version)).fetchone()
+        row = self._loop_conn.execute(VREAD_SQL, (resource_type, id, version)).fetchone()
         if not row:
             return None
         v, lu, method, body = row
@@ -221,29 +161,10 @@ class SqliteStorage:
 
     # -- writes --------------------------------------------------------------------------------
     async def reindex(self, items: Sequence[tuple[StoredResource, Sequence[IndexValue]]]) -> int:
-        def fn(conn: sqlite3.Connection) -> int:
-            done = 0
-            for stored, index in items:
-                row = conn.execute(
-                    "SELECT pk, version FROM resources WHERE type = ? AND id = ?",
-                    (stored.resource_type, stored.id),
-                ).fetchone()
-                if row is None or row[1] != stored.version:
-                    continue  # written again meanwhile: that write indexed it already
-                for sql in _DELETE_INDEX.values():
-                    conn.execute(sql, (row[0],))
-                for table, rows in rows_by_table(row[0], stored.resource_type, index).items():
-                    conn.executemany(INSERTS[table], rows)
-                done += 1
-            return done
-
         async with self.transaction() as tx:
-            return await tx._run(fn)
+            return await tx.run(lambda conn: reindex_current(conn, items))
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[SqliteTransaction]:
         async with self._group.logical() as tx:
             yield tx
-
-
-__all__ = ["HistoryEntry", "SqliteStorage"]

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, TypeVar
 from fhir_server.search.query import SearchQuery
 from fhir_server.storage.base import SearchPage, StoredResource, Write
 from fhir_server.storage.sqlite import search_sql
+from fhir_server.storage.sqlite.rows import READ_SQL, apply_write, row_to_stored
 
 if TYPE_CHECKING:
     from fhir_server.storage.sqlite.engine import SqliteStorage
@@ -38,9 +39,8 @@ class SqliteTransaction:
         self.begun = False
         self.wrote = False
 
-    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        from fhir_server.storage.sqlite.engine import apply_write
-
+    async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `fn` on the writer connection inside this transaction, after its buffered writes."""
         pending, self._pending = self._pending, []
         self.wrote = self.wrote or bool(pending)
 
@@ -57,16 +57,14 @@ class SqliteTransaction:
         return await self._storage._on_writer(job)
 
     async def read(self, resource_type: str, id: str) -> StoredResource | None:
-        from fhir_server.storage.sqlite.engine import READ_SQL, _row_to_stored
-
         def fn(conn: sqlite3.Connection) -> StoredResource | None:
             row = conn.execute(READ_SQL, (resource_type, id)).fetchone()
-            return _row_to_stored(resource_type, id, row) if row else None
+            return row_to_stored(resource_type, id, row) if row else None
 
-        return await self._run(fn)
+        return await self.run(fn)
 
     async def search(self, query: SearchQuery) -> SearchPage:
-        return await self._run(lambda conn: search_sql.run_search(conn, query))
+        return await self.run(lambda conn: search_sql.run_search(conn, query))
 
     async def write(self, write: Write) -> None:
         self._pending.append(write)
@@ -74,7 +72,7 @@ class SqliteTransaction:
     async def release(self) -> None:
         """End this logical transaction, keeping its work in the physical one."""
         if self._pending or self.begun:
-            await self._run(lambda conn: conn.execute("RELEASE tx"))
+            await self.run(lambda conn: conn.execute("RELEASE tx"))
 
     async def rollback(self) -> None:
         self._pending = []
