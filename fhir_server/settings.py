@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -33,6 +34,9 @@ class Settings(BaseSettings):
     timezone: str = Field(default="UTC", description="Zone for dates written without one")
     validation_processes: int = Field(
         default=2, description="Worker processes that validate large Bundles (0: validate inline)"
+    )
+    auth: Literal["on", "off"] = Field(
+        default="on", description="SMART authorization; 'off' only for local experiments"
     )
     sqlite_synchronous: str = Field(
         default="FULL", description="SQLite synchronous pragma: FULL (durable) or NORMAL"

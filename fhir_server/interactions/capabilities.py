@@ -9,6 +9,8 @@ from fhir_server.fhir import jsonio
 from fhir_server.fhir.dates import to_instant_text
 from fhir_server.fhir.searchparams import SearchParamRegistry
 from fhir_server.interactions.context import FhirRequest, FhirResponse, Services
+from fhir_server.operations import TABLE as OPERATIONS
+from fhir_server.operations import Operation
 
 # What the server does, per resource type and at system level. Routes, the CapabilityStatement and
 # openapi/openapi.json all come from these.
@@ -40,8 +42,24 @@ def _search_params(registry: SearchParamRegistry, rtype: str) -> list[dict[str, 
     return out
 
 
+def _operation_entries(ops: list[Operation]) -> list[dict[str, Any]]:
+    return [
+        {"name": op.name, "definition": op.definition} if op.definition else {"name": op.name}
+        for op in sorted(ops, key=lambda o: o.name)
+    ]
+
+
+def _type_operations(rtype: str) -> list[Operation]:
+    return [
+        op
+        for op in OPERATIONS.all()
+        if (op.type_level or op.instance_level) and (op.types is None or rtype in op.types)
+    ]
+
+
 def _resource(registry: SearchParamRegistry, rtype: str) -> dict[str, Any]:
     ref_params = sorted(c for c, d in registry.for_type(rtype).items() if d.type == "reference")
+    ops = _operation_entries(_type_operations(rtype))
     return {
         "type": rtype,
         "profile": f"http://hl7.org/fhir/StructureDefinition/{rtype}",
@@ -57,6 +75,7 @@ def _resource(registry: SearchParamRegistry, rtype: str) -> dict[str, Any]:
         "searchInclude": ["*", *(f"{rtype}:{p}" for p in ref_params)],
         "searchRevInclude": ["*"],
         "searchParam": _search_params(registry, rtype),
+        **({"operation": ops} if ops else {}),
     }
 
 
@@ -81,6 +100,11 @@ def build(ctx: Services, base_url: str, now_us: int) -> dict[str, Any]:
                 "mode": "server",
                 "resource": [_resource(ctx.registry, t) for t in sorted(ctx.resource_types)],
                 "interaction": [{"code": c} for c in SYSTEM_INTERACTIONS],
+                **(
+                    {"operation": system_ops}
+                    if (system_ops := _operation_entries([o for o in OPERATIONS.all() if o.system]))
+                    else {}
+                ),
                 "searchParam": [
                     {"name": "_id", "type": "token"},
                     {"name": "_lastUpdated", "type": "date"},

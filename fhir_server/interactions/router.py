@@ -19,6 +19,8 @@ from fhir_server.interactions import (
     update,
 )
 from fhir_server.interactions.context import FhirRequest, FhirResponse, Services
+from fhir_server.operations import TABLE as OPERATIONS
+from fhir_server.operations import OperationTarget
 
 COMPARTMENTS = ("Patient", "Encounter", "RelatedPerson", "Practitioner", "Device")
 
@@ -30,6 +32,25 @@ def _check_type(ctx: Services, rtype: str) -> None:
 
 def _not_allowed(method: str, path: str) -> MethodNotAllowed:
     return MethodNotAllowed(f"{method} is not allowed on '{path or '/'}'")
+
+
+async def _operation(
+    ctx: Services, req: FhirRequest, method: str, name: str, target: OperationTarget
+) -> FhirResponse:
+    op = OPERATIONS.find(name[1:], target)
+    if op is None:
+        where = f" on {target.rtype}" if target.rtype else ""
+        where += f"/{target.id}" if target.id else ""
+        level = "" if OPERATIONS.known(name[1:]) else "Unknown operation "
+        if level:
+            raise NotFound(f"{level}'{name}'{where}", code="not-supported")
+        raise NotFound(
+            f"Operation '{name}' is not defined at {target.level} level{where}",
+            code="not-supported",
+        )
+    if method not in op.methods or (method == "GET" and op.affects_state):
+        raise _not_allowed(method, req.path)
+    return await op.handler(ctx, req, target)
 
 
 async def dispatch(ctx: Services, req: FhirRequest) -> FhirResponse:
@@ -53,8 +74,8 @@ async def dispatch(ctx: Services, req: FhirRequest) -> FhirResponse:
         return await history.history(ctx, req, "_history", None, None)
     if head == "_search" and n == 1 and m == "POST":
         return await search.search(ctx, req, "", ())
-    if head.startswith("$"):
-        raise NotFound(f"Unknown operation '{head}'", code="not-supported")
+    if head.startswith("$") and n == 1:
+        return await _operation(ctx, req, m, head, OperationTarget())
     _check_type(ctx, head)
     rtype = head
     if n == 1:
@@ -78,8 +99,8 @@ async def dispatch(ctx: Services, req: FhirRequest) -> FhirResponse:
         if m != "GET":
             raise _not_allowed(m, req.path)
         return await history.history(ctx, req, f"{rtype}/_history", rtype, None)
-    if second.startswith("$"):
-        raise NotFound(f"Unknown operation '{second}' on {rtype}", code="not-supported")
+    if second.startswith("$") and n == 2:
+        return await _operation(ctx, req, m, second, OperationTarget(rtype))
     id = second
     if n == 2:
         if m == "GET":
@@ -98,8 +119,8 @@ async def dispatch(ctx: Services, req: FhirRequest) -> FhirResponse:
         if n == 3:
             return await history.history(ctx, req, f"{rtype}/{id}/_history", rtype, id)
         return await read.vread(ctx, req, rtype, id, parts[3])
-    if third.startswith("$"):
-        raise NotFound(f"Unknown operation '{third}' on {rtype}/{id}", code="not-supported")
+    if third.startswith("$") and n == 3:
+        return await _operation(ctx, req, m, third, OperationTarget(rtype, id))
     if n == 3 and rtype in COMPARTMENTS:
         target = third
         if target != "*":

@@ -22,6 +22,7 @@ def make_settings(tmp_path: Path, **overrides: object) -> Settings:
         "data_dir": tmp_path / "data",
         "seed": False,
         "validation_processes": 0,
+        "auth": "off",  # tests/auth checks authorization; the other API tests exercise FHIR
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]

@@ -1,0 +1,1 @@
+"""SMART on FHIR: the built-in authorization server and the enforcement of granted access."""
