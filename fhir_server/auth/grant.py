@@ -7,6 +7,7 @@ enforcement; neither side needs to know how the other works.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 
@@ -24,3 +25,8 @@ class AccessGrant:
 
     def has_scope(self, scope: str) -> bool:
         return scope in self.scopes
+
+
+# Turns the Authorization header (None when absent) into a grant, or raises errors.Unauthorized
+# (401 with WWW-Authenticate). Services.authenticate holds one when settings.auth is "on".
+Authenticate = Callable[[str | None], Awaitable[AccessGrant]]

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import tzinfo
 from typing import Any
 
+from fhir_server.auth.grant import AccessGrant, Authenticate
 from fhir_server.fhir.searchparams import SearchParamRegistry
 from fhir_server.interactions.validation_pool import ValidationPool
 from fhir_server.search.paging import PageSigner
@@ -27,6 +28,7 @@ class FhirRequest:
     headers: Mapping[str, str] = field(default_factory=dict)  # lower-case names
     body: Any = None  # parsed JSON, if any
     base_url: str = "http://localhost/fhir"
+    grant: AccessGrant | None = None  # the caller's access; None when authorization is off
 
     def header(self, name: str) -> str | None:
         return self.headers.get(name)
@@ -71,3 +73,5 @@ class Services:
     resource_types: frozenset[str] = frozenset()
     # CapabilityStatement bytes per base URL, built on first request: it only changes on restart.
     capability_cache: dict[str, bytes] = field(default_factory=dict)
+    # Bearer token -> AccessGrant, set when settings.auth is "on" (fhir_server/auth).
+    authenticate: Authenticate | None = None
