@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from fhir_server.errors import Conflict
 from fhir_server.fhir.index_values import IndexValue
@@ -74,6 +74,19 @@ class Write:
     method: Method
 
 
+JsonDoc = dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """An internal document (a job, a queued notification, ...), not a FHIR resource."""
+
+    kind: str
+    key: str
+    doc: JsonDoc
+    updated: int  # microseconds since the epoch when last put
+
+
 class VersionConflict(Conflict):
     """Another writer changed the resource since it was read."""
 
@@ -86,6 +99,10 @@ class Transaction(Protocol):
     async def search(self, query: SearchQuery) -> SearchPage: ...
 
     async def write(self, write: Write) -> None: ...
+
+    async def put_record(self, kind: str, key: str, doc: JsonDoc) -> None:
+        """Store an internal record atomically with this transaction's writes (an outbox)."""
+        ...
 
 
 class Storage(Protocol):
@@ -112,3 +129,25 @@ class Storage(Protocol):
     async def reindex(self, items: Sequence[tuple[StoredResource, Sequence[IndexValue]]]) -> int:
         """Replace the index rows of these current versions (skipping any changed since)."""
         ...
+
+    # -- internal records and leases: background work that must happen once across processes ---
+    async def put_record(self, kind: str, key: str, doc: JsonDoc) -> None:
+        """Insert or replace the record (kind, key)."""
+        ...
+
+    async def get_record(self, kind: str, key: str) -> Record | None: ...
+
+    async def list_records(
+        self, kind: str, after_key: str | None = None, limit: int = 100
+    ) -> list[Record]:
+        """Records of a kind in key order, after `after_key` (keyset paging)."""
+        ...
+
+    async def delete_record(self, kind: str, key: str) -> bool: ...
+
+    async def acquire_lease(self, name: str, owner: str, ttl_s: float) -> bool:
+        """Take the named lease for `ttl_s` seconds if it is free, expired or already `owner`'s
+        (renewal). True if `owner` now holds it. Atomic across processes sharing the store."""
+        ...
+
+    async def release_lease(self, name: str, owner: str) -> None: ...

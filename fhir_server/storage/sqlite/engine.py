@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -21,8 +22,15 @@ from typing import TypeVar
 
 from fhir_server.fhir.index_values import IndexValue
 from fhir_server.search.query import SearchQuery
-from fhir_server.storage.base import HistoryPage, HistoryQuery, SearchPage, StoredResource
-from fhir_server.storage.sqlite import search_sql
+from fhir_server.storage.base import (
+    HistoryPage,
+    HistoryQuery,
+    JsonDoc,
+    Record,
+    SearchPage,
+    StoredResource,
+)
+from fhir_server.storage.sqlite import records, search_sql
 from fhir_server.storage.sqlite.rows import READ_SQL, VREAD_SQL, reindex_current, row_to_stored
 from fhir_server.storage.sqlite.schema import DDL, FTS_DDL, SCHEMA_VERSION
 from fhir_server.storage.sqlite.transaction import GroupCommit, SqliteTransaction
@@ -87,6 +95,7 @@ class SqliteStorage:
             self._writer = _connect(self.path, self._synchronous)
             self._writer.executescript(DDL)
             self._writer.executescript(FTS_DDL)
+            self._writer.executescript(records.DDL)
             self._writer.execute(
                 "INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
             )
@@ -168,3 +177,34 @@ class SqliteStorage:
     async def transaction(self) -> AsyncIterator[SqliteTransaction]:
         async with self._group.logical() as tx:
             yield tx
+
+    # -- internal records and leases -----------------------------------------------------------
+    async def put_record(self, kind: str, key: str, doc: JsonDoc) -> None:
+        async with self.transaction() as tx:
+            await tx.put_record(kind, key, doc)
+
+    async def get_record(self, kind: str, key: str) -> Record | None:
+        return await self._on_reader(lambda conn: records.get(conn, kind, key))
+
+    async def list_records(
+        self, kind: str, after_key: str | None = None, limit: int = 100
+    ) -> list[Record]:
+        return await self._on_reader(lambda conn: records.list_after(conn, kind, after_key, limit))
+
+    async def delete_record(self, kind: str, key: str) -> bool:
+        async with self.transaction() as tx:
+            deleted = await tx.run(lambda conn: records.delete(conn, kind, key))
+            tx.wrote = True
+            return deleted
+
+    async def acquire_lease(self, name: str, owner: str, ttl_s: float) -> bool:
+        async with self.transaction() as tx:
+            now = time.time()
+            held = await tx.run(lambda conn: records.acquire_lease(conn, name, owner, ttl_s, now))
+            tx.wrote = True
+            return held
+
+    async def release_lease(self, name: str, owner: str) -> None:
+        async with self.transaction() as tx:
+            await tx.run(lambda conn: records.release_lease(conn, name, owner))
+            tx.wrote = True

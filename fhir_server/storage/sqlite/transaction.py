@@ -13,13 +13,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, TypeVar
 
 from fhir_server.search.query import SearchQuery
-from fhir_server.storage.base import SearchPage, StoredResource, Write
-from fhir_server.storage.sqlite import search_sql
+from fhir_server.storage.base import JsonDoc, SearchPage, StoredResource, Write
+from fhir_server.storage.sqlite import records, search_sql
 from fhir_server.storage.sqlite.rows import READ_SQL, apply_write, row_to_stored
 
 if TYPE_CHECKING:
@@ -68,6 +69,11 @@ class SqliteTransaction:
 
     async def write(self, write: Write) -> None:
         self._pending.append(write)
+
+    async def put_record(self, kind: str, key: str, doc: JsonDoc) -> None:
+        now = time.time_ns() // 1000
+        await self.run(lambda conn: records.put(conn, kind, key, doc, now))
+        self.wrote = True
 
     async def release(self) -> None:
         """End this logical transaction, keeping its work in the physical one."""
