@@ -92,8 +92,12 @@ def self_cpu_seconds() -> float:
 class Server:
     """A context manager: a server with a temp data dir, started fresh and stopped at exit."""
 
-    def __init__(self, workers: int = 1, startup_timeout: float = 60.0) -> None:
+    def __init__(
+        self, workers: int = 1, startup_timeout: float = 60.0, data_dir: Path | None = None
+    ) -> None:
         self.workers = workers
+        # A prebuilt data directory (kept at exit) instead of a fresh temporary one.
+        self._given_data = data_dir
         self.startup_timeout = startup_timeout
         self.port = 0
         self.proc: subprocess.Popen[bytes] | None = None
@@ -103,6 +107,7 @@ class Server:
 
     def __enter__(self) -> Server:
         self.data_dir = Path(tempfile.mkdtemp(prefix="fhir-bench-"))
+        data = self._given_data or self.data_dir / "data"
         self.port = free_port()
         self.command = [
             sys.executable,
@@ -111,7 +116,7 @@ class Server:
             "--port",
             str(self.port),
             "--data-dir",
-            str(self.data_dir / "data"),
+            str(data),
             "--workers",
             str(self.workers),
         ]
