@@ -31,8 +31,9 @@ from fhir_server.storage.base import (
     StoredResource,
 )
 from fhir_server.storage.sqlite import records, search_sql
+from fhir_server.storage.sqlite.migrate import migrate
 from fhir_server.storage.sqlite.rows import READ_SQL, VREAD_SQL, reindex_current, row_to_stored
-from fhir_server.storage.sqlite.schema import DDL, FTS_DDL, SCHEMA_VERSION
+from fhir_server.storage.sqlite.schema import DDL, FTS_DDL
 from fhir_server.storage.sqlite.transaction import GroupCommit, SqliteTransaction
 
 T = TypeVar("T")
@@ -96,9 +97,7 @@ class SqliteStorage:
             self._writer.executescript(DDL)
             self._writer.executescript(FTS_DDL)
             self._writer.executescript(records.DDL)
-            self._writer.execute(
-                "INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
-            )
+            migrate(self._writer)
             self._optimize(self._writer)
 
         await self._on_writer(init)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from fhir_server.fhir.index_values import (
     CompositeValue,
@@ -16,6 +16,7 @@ from fhir_server.fhir.index_values import (
     TokenValue,
     UriValue,
 )
+from fhir_server.fhir.paired_index import pair_values
 
 Row = tuple[object, ...]
 
@@ -28,6 +29,7 @@ INSERTS: dict[str, str] = {
     "idx_reference": "INSERT INTO idx_reference VALUES (?,?,?,?,?,?)",
     "idx_uri": "INSERT INTO idx_uri VALUES (?,?,?,?)",
     "idx_composite": "INSERT INTO idx_composite VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+    "idx_pair": "INSERT INTO idx_pair VALUES (?,?,?,?,?,?,?,?,?,?,?)",
     "fts": "INSERT INTO fts (rowid, narrative, content) VALUES (?,?,?)",
 }
 
@@ -58,7 +60,26 @@ def _composite_row(pk: int, rtype: str, value: CompositeValue) -> Row | None:
     return None
 
 
-def rows_by_table(pk: int, rtype: str, values: Iterable[IndexValue]) -> dict[str, list[Row]]:
+def pair_rows(pk: int, rtype: str, values: Iterable[IndexValue]) -> list[Row]:
+    return [
+        (
+            pk,
+            rtype,
+            p.ref_param,
+            p.target_type,
+            p.target_id,
+            p.param,
+            p.system,
+            p.code,
+            p.low,
+            p.high,
+            int(p.multi_date),
+        )
+        for p in pair_values(values)
+    ]
+
+
+def rows_by_table(pk: int, rtype: str, values: Sequence[IndexValue]) -> dict[str, list[Row]]:
     out: dict[str, list[Row]] = {}
     narrative = content = None
 
@@ -91,4 +112,7 @@ def rows_by_table(pk: int, rtype: str, values: Iterable[IndexValue]) -> dict[str
                 content = v.text
     if narrative is not None or content is not None:
         add("fts", (pk, narrative or "", content or ""))
+    pairs = pair_rows(pk, rtype, values)
+    if pairs:
+        out["idx_pair"] = pairs
     return out

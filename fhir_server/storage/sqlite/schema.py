@@ -7,7 +7,8 @@ Equality indexes end with `pk`, so the rows matching one value come in resource 
 first page can stop after `_count` rows instead of reading every match.
 """
 
-SCHEMA_VERSION = 1
+# 2: idx_pair (fhir/paired_index.py); a version-1 store gets its pairs built at open.
+SCHEMA_VERSION = 2
 
 DDL = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -105,6 +106,17 @@ CREATE INDEX IF NOT EXISTS idx_composite_code ON idx_composite
     (type, param, code1, pk, system1, code2, system2, value2, low2, high2, str2);
 CREATE INDEX IF NOT EXISTS idx_composite_pk ON idx_composite
     (pk, param, code1, system1, code2, system2, value2, low2, high2, str2);
+
+-- (reference, token or date) pairs of one resource, see fhir/paired_index.py. The key index serves
+-- "this patient's readings of this code [in this window] [latest first]" in one range scan.
+CREATE TABLE IF NOT EXISTS idx_pair (
+    pk INTEGER NOT NULL, type TEXT NOT NULL, ref_param TEXT NOT NULL, target_type TEXT,
+    target_id TEXT NOT NULL, param TEXT NOT NULL, system TEXT, code TEXT,
+    low INTEGER, high INTEGER, multi INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS idx_pair_key ON idx_pair
+    (type, ref_param, target_id, param, code, high, pk, low, system, target_type, multi);
+CREATE INDEX IF NOT EXISTS idx_pair_pk ON idx_pair (pk);
 """
 
 # `_text` / `_content`: one row per current resource, rowid = resources.pk.
@@ -123,4 +135,5 @@ INDEX_TABLES = (
     "idx_reference",
     "idx_uri",
     "idx_composite",
+    "idx_pair",
 )

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from fhir_server.fhir.paired_index import PAIRED_DATE, PAIRED_REFERENCES, PAIRED_TOKENS
 from fhir_server.search.query import (
     ChainCriterion,
     Clause,
@@ -169,6 +170,10 @@ def _or(conds: list[Cond]) -> Cond:
     return Cond(probe, driver, max(c.rank for c in conds) + 1)
 
 
+# A measured driver yielding fewer rows than this is taken without measuring the others.
+_NARROW_ENOUGH = 100
+
+
 class CriteriaCompiler:
     """Compiles criteria for resources of `types` held in the row alias `alias`."""
 
@@ -195,6 +200,10 @@ class CriteriaCompiler:
         broad driver that cannot stream is worse than scanning resources in order with probes.
         """
         conds = [self.clause(c) for c in clauses]
+        paired = self._paired(clauses)
+        if paired is not None:
+            pair, consumed = paired
+            conds = [pair, *(c for i, c in enumerate(conds) if i not in consumed)]
         drivable = sorted(
             (i for i, c in enumerate(conds) if c.driver is not None),
             key=lambda i: (conds[i].rank, i),
@@ -204,7 +213,12 @@ class CriteriaCompiler:
             ordered and drivable and not conds[drivable[0]].streams
         )
         if needs_measure and self.estimate is not None:
-            sizes = {i: self.estimate(conds[i].driver) for i in drivable}  # type: ignore[arg-type]
+            sizes: dict[int, int] = {}
+            for i in drivable:  # in rank order; a driver this narrow cannot be beaten by much
+                sizes[i] = self.estimate(conds[i].driver)  # type: ignore[arg-type]
+                if sizes[i] < _NARROW_ENOUGH:
+                    break
+            drivable = list(sizes)
             narrow = [i for i in drivable if sizes[i] < self.bound]
             if narrow:
                 chosen = min(narrow, key=lambda i: (sizes[i], conds[i].rank, i))
@@ -214,6 +228,70 @@ class CriteriaCompiler:
         probes = [c.probe for i, c in enumerate(conds) if i != chosen]
         probe = (" AND ".join(p[0] for p in probes) or "1", [x for p in probes for x in p[1]])
         return (conds[chosen] if chosen is not None else None), probe
+
+    def _paired(self, clauses: tuple[Clause, ...]) -> tuple[Cond, set[int]] | None:
+        """A reference clause with a token clause and/or date clauses as one driver on idx_pair
+        (see fhir/paired_index.py): (that Cond, the clauses it replaces). The date clauses stay
+        as probes too: a resource with several dates may satisfy them with different values."""
+        single = [cl.criteria[0] if len(cl.criteria) == 1 else None for cl in clauses]
+        ref_i = tok_i = None
+        date_is: list[int] = []
+        for i, c in enumerate(single):
+            match c:
+                case ReferenceCriterion(param=p, url=None, target_id=str()) if (
+                    ref_i is None and p in PAIRED_REFERENCES
+                ):
+                    ref_i = i
+                case TokenCriterion(param=p, code=str(), text=None, negate=False) if (
+                    tok_i is None and p in PAIRED_TOKENS
+                ):
+                    tok_i = i
+                case DateCriterion(param=p) if p == PAIRED_DATE:
+                    date_is.append(i)
+        if ref_i is None or (tok_i is None and not date_is):
+            return None
+        ref = single[ref_i]
+        assert isinstance(ref, ReferenceCriterion)
+        tsql, tparams = types_sql(self.types)
+        where = [tsql, "ref_param = ?", "target_id = ?"]
+        params: list[object] = [*tparams, ref.param, ref.target_id]
+        if ref.target_type is not None:
+            where.append("target_type = ?")
+            params.append(ref.target_type)
+        consumed = {ref_i}
+        tok = single[tok_i] if tok_i is not None else None
+        if isinstance(tok, TokenCriterion) and tok_i is not None:
+            consumed.add(tok_i)
+            where += ["param = ?", "code = ?"]
+            params += [tok.param, tok.code]
+            if tok.system is not None and not tok.any_system:
+                where.append("system = ?")
+                params.append(tok.system)
+            elif not tok.any_system:
+                where.append("system IS NULL")
+        else:
+            where += ["param = ?", "code IS NULL"]
+            params.append(PAIRED_DATE)
+        dates = [d for d in (single[i] for i in date_is) if isinstance(d, DateCriterion)]
+        # A lower bound first: its `high > ?` is a range on the key index (after code).
+        dates.sort(key=lambda d: d.prefix not in ("ge", "gt", "sa", "eq", "ap"))
+        ranges = [range_sql(d.prefix, "low", "high", d.low, d.high) for d in dates]
+        if ranges:
+            # Every condition on one row, except for a resource with several dates (`multi`),
+            # whose values may meet them separately: the first on one of its rows is enough
+            # there (the date clauses are probed again on each resource).
+            where.append(ranges[0][0])
+            params += ranges[0][1]
+            if len(ranges) > 1:
+                where.append("(multi = 1 OR (" + " AND ".join(r[0] for r in ranges[1:]) + "))")
+                params += [x for r in ranges[1:] for x in r[1]]
+        driver: Fragment = (f"SELECT pk FROM idx_pair WHERE {' AND '.join(where)}", params)
+        probes = [self.clause(clauses[i]).probe for i in sorted(consumed)]
+        probe: Fragment = (
+            " AND ".join(p[0] for p in probes),
+            [x for p in probes for x in p[1]],
+        )
+        return Cond(probe, driver, 0), consumed
 
     def where(self, clauses: tuple[Clause, ...]) -> Fragment:
         """One boolean expression on the row alias: the driver as `pk IN (...)`, then the probes."""
