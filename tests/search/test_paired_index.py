@@ -173,3 +173,16 @@ async def test_version_1_store_gets_its_pairs_at_open(tmp_path: Path) -> None:
     conn = sqlite3.connect(db)
     assert conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() == ("2",)
     conn.close()
+
+
+async def test_chained_reference_pairs_with_code(client: httpx.AsyncClient) -> None:
+    for pid, family in (("p1", "Ames"), ("p2", "Bose")):
+        r = await client.put(
+            f"Patient/{pid}",
+            json={"resourceType": "Patient", "id": pid, "name": [{"family": family}]},
+        )
+        assert r.status_code == 201
+    got = await _ids(client, "subject:Patient.family=Ames&code=http://loinc.org|8867-4")
+    assert set(got) == {"a1", "a2", "a3", "a6"}
+    got = await _ids(client, "patient.family=Bose&code=8867-4&date=ge2025-03-06")
+    assert got == ["a5"]

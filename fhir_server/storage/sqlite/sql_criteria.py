@@ -242,6 +242,8 @@ class CriteriaCompiler:
                     ref_i is None and p in PAIRED_REFERENCES
                 ):
                     ref_i = i
+                case ChainCriterion(param=p) if ref_i is None and p in PAIRED_REFERENCES:
+                    ref_i = i
                 case TokenCriterion(param=p, code=str(), text=None, negate=False) if (
                     tok_i is None and p in PAIRED_TOKENS
                 ):
@@ -251,13 +253,21 @@ class CriteriaCompiler:
         if ref_i is None or (tok_i is None and not date_is):
             return None
         ref = single[ref_i]
-        assert isinstance(ref, ReferenceCriterion)
         tsql, tparams = types_sql(self.types)
-        where = [tsql, "ref_param = ?", "target_id = ?"]
-        params: list[object] = [*tparams, ref.param, ref.target_id]
-        if ref.target_type is not None:
-            where.append("target_type = ?")
-            params.append(ref.target_type)
+        where = [tsql, "ref_param = ?"]
+        params: list[object] = [*tparams]
+        if isinstance(ref, ChainCriterion):  # the ids of the chain's matches, resolved first
+            sub, sub_params = self._nested(ref.target_types, ref.inner, "c", "id")
+            rtypes, rparams = types_sql(ref.target_types, "target_type")
+            where += [f"target_id IN ({sub})", rtypes]
+            params += [ref.param, *sub_params, *rparams]
+        else:
+            assert isinstance(ref, ReferenceCriterion)
+            where.append("target_id = ?")
+            params += [ref.param, ref.target_id]
+            if ref.target_type is not None:
+                where.append("target_type = ?")
+                params.append(ref.target_type)
         consumed = {ref_i}
         tok = single[tok_i] if tok_i is not None else None
         if isinstance(tok, TokenCriterion) and tok_i is not None:
