@@ -116,7 +116,9 @@ def _sorted(
         expr, p = _sort_expr(key)
         sort_cols.append(f", {expr} AS s{i}")
         sort_params.extend(p)
-    inner = f"{_SELECT}{''.join(sort_cols)} {_FROM} WHERE {where}"
+    # Two steps: order and cut the page on (pk, sort keys) alone, then join the page's bodies, so
+    # a broad match never drags every body through the sorter.
+    inner = f"SELECT r.pk AS pk{''.join(sort_cols)} FROM resources r WHERE {where}"
     outer_where = "1"
     outer_params: list[object] = []
     # A previous page is read in reverse order from its end, then turned around.
@@ -128,7 +130,12 @@ def _sorted(
     order = ", ".join(
         [f"s{i} {'DESC' if d else 'ASC'}" for i, d in enumerate(descending)] + [f"pk {pk_dir}"]
     )
-    sql = f"SELECT * FROM ({inner}) WHERE {outer_where} ORDER BY {order} LIMIT ?"
+    page = f"SELECT * FROM ({inner}) WHERE {outer_where} ORDER BY {order} LIMIT ?"
+    keys = "".join(f", d.s{i} AS s{i}" for i in range(len(query.sort)))
+    sql = (
+        f"SELECT d.pk AS pk, r.type, r.id, r.version, r.last_updated, h.body{keys} "
+        f"FROM ({page}) d JOIN resources r ON r.pk = d.pk {_FROM_HISTORY} ORDER BY {order}"
+    )
     return sql, [*sort_params, *params, *outer_params, query.count + 1]
 
 
