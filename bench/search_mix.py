@@ -27,6 +27,7 @@ from collections.abc import Callable
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import orjson
 
@@ -199,6 +200,11 @@ MIX: dict[str, Template] = {
 }
 
 
+def _target(query: str) -> str:
+    """The request target: sampled values (names with accents, say) percent-encoded."""
+    return "/fhir/" + quote(query, safe="?&=/:,$")
+
+
 def make_op_factory(values: dict[str, list[str]], seed: int = 11) -> Callable[..., Op]:
     rnd = random.Random(seed)
     labels = list(MIX)
@@ -209,7 +215,7 @@ def make_op_factory(values: dict[str, list[str]], seed: int = 11) -> Callable[..
         label = labels[counter % len(labels)]
         counter += 1
         query = MIX[label](rnd, values)
-        return label, conn.prepare("GET", "/fhir/" + query, None, HEADERS), None
+        return label, conn.prepare("GET", _target(query), None, HEADERS), None
 
     return make_op
 
@@ -221,7 +227,7 @@ async def _check_all(port: int, values: dict[str, list[str]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for label, template in MIX.items():
         query = template(rnd, values)
-        resp = await conn.request("GET", "/fhir/" + query, None, HEADERS)
+        resp = await conn.request("GET", _target(query), None, HEADERS)
         if resp.status != 200:
             raise SystemExit(f"{label}: HTTP {resp.status} for {query}: {resp.body[:300]!r}")
         bundle = orjson.loads(resp.body)

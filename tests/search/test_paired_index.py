@@ -15,7 +15,14 @@ from asgi_lifespan import LifespanManager
 from fhir_server.app import create_app
 from fhir_server.fhir.index_values import DateValue, ReferenceValue, TokenValue
 from fhir_server.fhir.paired_index import pair_values
-from fhir_server.search.query import Clause, DateCriterion, ReferenceCriterion, SearchQuery
+from fhir_server.search.query import (
+    Clause,
+    DateCriterion,
+    ReferenceCriterion,
+    SearchQuery,
+    SortKey,
+    TokenCriterion,
+)
 from fhir_server.storage.base import StoredResource, Write
 from fhir_server.storage.sqlite.engine import SqliteStorage
 from tests.api.conftest import make_settings
@@ -186,3 +193,35 @@ async def test_chained_reference_pairs_with_code(client: httpx.AsyncClient) -> N
     assert set(got) == {"a1", "a2", "a3", "a6"}
     got = await _ids(client, "patient.family=Bose&code=8867-4&date=ge2025-03-06")
     assert got == ["a5"]
+
+
+async def test_sorting_on_the_paired_date_with_several_dates(tmp_path: Path) -> None:
+    """A resource with several dates sorts by its latest (desc) or earliest (asc) one."""
+    storage = SqliteStorage(tmp_path / "f.db")
+    await storage.open()
+    try:
+        spans = {"m": [(100, 200), (900, 950)], "s1": [(500, 600)], "s2": [(300, 400)]}
+        async with storage.transaction() as tx:
+            for rid, dates in spans.items():
+                body = b'{"resourceType":"Observation"}'
+                index = [
+                    ReferenceValue("patient", "Patient", "p1"),
+                    TokenValue("code", LOINC, "x"),
+                    *(DateValue("date", lo, hi) for lo, hi in dates),
+                ]
+                stored = StoredResource("Observation", rid, 1, 1, False, body)
+                await tx.write(Write(stored, index, 0, "PUT"))
+        clauses = (
+            Clause((ReferenceCriterion("patient", None, "p1"),)),
+            Clause((TokenCriterion("code", LOINC, "x"),)),
+        )
+        for descending, expected in ((True, ["m", "s1", "s2"]), (False, ["m", "s2", "s1"])):
+            query = SearchQuery(
+                resource_types=("Observation",),
+                clauses=clauses,
+                sort=(SortKey("date", "date", descending),),
+            )
+            page = await storage.search(query)
+            assert [m.id for m in page.matches] == expected
+    finally:
+        await storage.close()

@@ -6,6 +6,7 @@ import sqlite3
 from typing import Any
 
 from fhir_server.fhir.index_values import DATE_MAX, DATE_MIN
+from fhir_server.fhir.paired_index import PAIRED_DATE
 from fhir_server.search.query import Include, SearchQuery, SortKey
 from fhir_server.storage.base import (
     HistoryEntry,
@@ -104,21 +105,45 @@ def _streamed(
     return sql, [*driver[1], *params, *keyset_params, query.count + 1]
 
 
+def _pair_sorted_rows(cond: Cond | None, query: SearchQuery) -> Fragment | None:
+    """`pk, s0` of a paired driver sorted on its own date: the pair rows carry the resource's
+    date values, so no per-row lookup is needed (resources with several dates excepted)."""
+    if cond is None or cond.pair_rows is None or len(query.sort) != 1:
+        return None
+    key = query.sort[0]
+    if key.param != PAIRED_DATE or key.param_type != "date":
+        return None
+    agg, sentinel = ("MAX(high)", DATE_MIN) if key.descending else ("MIN(low)", DATE_MAX)
+    exact, exact_params = _sort_expr(key)
+    exact = exact.replace("s.pk = r.pk", "s.pk = x.pk")
+    sql = (
+        f"SELECT x.pk AS pk, CASE WHEN MAX(x.multi) = 1 THEN {exact} "
+        f"ELSE COALESCE({agg}, ?) END AS s0 FROM idx_pair x WHERE {cond.pair_rows[0]} "
+        "GROUP BY x.pk"
+    )
+    return sql, [*exact_params, sentinel, *cond.pair_rows[1]]
+
+
 def _sorted(
-    driver: Fragment | None, where: str, params: list[object], query: SearchQuery, backwards: bool
+    driver: Cond | None, where: str, params: list[object], query: SearchQuery, backwards: bool
 ) -> Fragment:
-    if driver is not None:
-        where = f"r.pk IN ({driver[0]}) AND {where}"
-        params = [*driver[1], *params]
-    sort_cols: list[str] = []
+    paired = _pair_sorted_rows(driver, query)
     sort_params: list[object] = []
-    for i, key in enumerate(query.sort):
-        expr, p = _sort_expr(key)
-        sort_cols.append(f", {expr} AS s{i}")
-        sort_params.extend(p)
-    # Two steps: order and cut the page on (pk, sort keys) alone, then join the page's bodies, so
-    # a broad match never drags every body through the sorter.
-    inner = f"SELECT r.pk AS pk{''.join(sort_cols)} FROM resources r WHERE {where}"
+    if paired is not None:
+        # Two steps: order and cut the page on (pk, sort keys) alone, then join the page's
+        # bodies, so a broad match never drags every body through the sorter.
+        inner = f"SELECT p.pk AS pk, p.s0 AS s0 FROM ({paired[0]}) p JOIN resources r ON r.pk = p.pk WHERE {where}"
+        sort_params = paired[1]
+    else:
+        if driver is not None and driver.driver is not None:
+            where = f"r.pk IN ({driver.driver[0]}) AND {where}"
+            params = [*driver.driver[1], *params]
+        sort_cols: list[str] = []
+        for i, key in enumerate(query.sort):
+            expr, p = _sort_expr(key)
+            sort_cols.append(f", {expr} AS s{i}")
+            sort_params.extend(p)
+        inner = f"SELECT r.pk AS pk{''.join(sort_cols)} FROM resources r WHERE {where}"
     outer_where = "1"
     outer_params: list[object] = []
     # A previous page is read in reverse order from its end, then turned around.
@@ -174,9 +199,7 @@ def run_search(conn: sqlite3.Connection, query: SearchQuery) -> SearchPage:
     if not query.sort and driver is not None and driver.driver is not None and driver.streams:
         sql, all_params = _streamed(driver.driver, where, params, query, backwards)
     else:
-        sql, all_params = _sorted(
-            driver.driver if driver else None, where, params, query, backwards
-        )
+        sql, all_params = _sorted(driver, where, params, query, backwards)
     rows = conn.execute(sql, all_params).fetchall() if query.count > 0 else []
 
     more = len(rows) > query.count

@@ -136,6 +136,8 @@ class Cond:
     driver: Fragment | None
     rank: int  # a static guess of selectivity, lower is narrower; ties broken by measurement
     streams: bool = False  # the driver's index yields its rows in pk order
+    # For a paired driver: its condition on idx_pair, whose rows also carry the date to sort on.
+    pair_rows: Fragment | None = None
 
 
 # Counts the rows of a driver up to a bound; used to pick the narrowest driver.
@@ -216,8 +218,10 @@ class CriteriaCompiler:
             sizes: dict[int, int] = {}
             for i in drivable:  # in rank order; a driver this narrow cannot be beaten by much
                 sizes[i] = self.estimate(conds[i].driver)  # type: ignore[arg-type]
-                if sizes[i] < _NARROW_ENOUGH:
-                    break
+                if sizes[i] < _NARROW_ENOUGH or (
+                    conds[i].pair_rows is not None and sizes[i] < self.bound
+                ):
+                    break  # (a pair is already the intersection of two criteria)
             drivable = list(sizes)
             narrow = [i for i in drivable if sizes[i] < self.bound]
             if narrow:
@@ -295,13 +299,14 @@ class CriteriaCompiler:
             if len(ranges) > 1:
                 where.append("(multi = 1 OR (" + " AND ".join(r[0] for r in ranges[1:]) + "))")
                 params += [x for r in ranges[1:] for x in r[1]]
-        driver: Fragment = (f"SELECT pk FROM idx_pair WHERE {' AND '.join(where)}", params)
+        rows: Fragment = (" AND ".join(where), params)
+        driver: Fragment = (f"SELECT pk FROM idx_pair WHERE {rows[0]}", params)
         probes = [self.clause(clauses[i]).probe for i in sorted(consumed)]
         probe: Fragment = (
             " AND ".join(p[0] for p in probes),
             [x for p in probes for x in p[1]],
         )
-        return Cond(probe, driver, 0), consumed
+        return Cond(probe, driver, 0, pair_rows=rows), consumed
 
     def where(self, clauses: tuple[Clause, ...]) -> Fragment:
         """One boolean expression on the row alias: the driver as `pk IN (...)`, then the probes."""
@@ -475,8 +480,11 @@ class CriteriaCompiler:
         return self._index("idx_quantity", c.param, cond, params, "quantity")
 
     def _reference(self, c: ReferenceCriterion) -> Cond:
+        # Both indexes continue with pk after the value: one reference's rows come in pk order.
         if c.url is not None:
-            return self._index("idx_reference", c.param, "url = ?", [c.url], "reference")
+            return self._index(
+                "idx_reference", c.param, "url = ?", [c.url], "reference", streams=True
+            )
         if c.target_type is not None:
             return self._index(
                 "idx_reference",
@@ -484,8 +492,11 @@ class CriteriaCompiler:
                 "target_id = ? AND target_type = ?",
                 [c.target_id, c.target_type],
                 "reference",
+                streams=True,
             )
-        return self._index("idx_reference", c.param, "target_id = ?", [c.target_id], "reference")
+        return self._index(
+            "idx_reference", c.param, "target_id = ?", [c.target_id], "reference", streams=True
+        )
 
     def _nested(
         self, types: tuple[str, ...], clauses: tuple[Clause, ...], prefix: str, column: str
