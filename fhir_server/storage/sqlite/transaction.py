@@ -86,7 +86,12 @@ class SqliteTransaction:
 
             def undo() -> None:
                 conn = self._storage._writer_conn()
-                conn.execute("ROLLBACK TO tx")
+                try:
+                    conn.execute("ROLLBACK TO tx")
+                except sqlite3.OperationalError:
+                    # The awaiting task was cancelled after RELEASE had run on this thread: the
+                    # work already belongs to the shared transaction and commits with it.
+                    return
                 conn.execute("RELEASE tx")
 
             await self._storage._on_writer(undo)
