@@ -5,7 +5,7 @@ serialised by the group commit in `transaction.py` (across processes SQLite's ow
 timeout serialises them). A transaction buffers its writes and flushes them together with the next
 read or its end, so a simple create is one hop to the writer thread. Point reads (read, vread) are primary-key lookups of
 a few microseconds and run directly on the event loop's own connection: a thread hop would cost more
-than the query. WAL mode lets readers run alongside the writer.
+than the query. So do cheap searches (see `search`). WAL mode lets readers run alongside the writer.
 """
 
 from __future__ import annotations
@@ -37,6 +37,10 @@ from fhir_server.storage.sqlite.schema import DDL, FTS_DDL
 from fhir_server.storage.sqlite.transaction import GroupCommit, SqliteTransaction
 
 T = TypeVar("T")
+# A search runs on the event loop while it stays under _LOOP_SEARCH_TICKS x _TICK_STEPS SQLite
+# VM steps (about a tenth of a millisecond), otherwise on a reader thread.
+_TICK_STEPS = 1000
+_LOOP_SEARCH_TICKS = 20
 
 
 def _connect(path: Path, synchronous: str) -> sqlite3.Connection:
@@ -152,7 +156,27 @@ class SqliteStorage:
         return await self._on_reader(lambda conn: search_sql.run_history(conn, query))
 
     async def search(self, query: SearchQuery) -> SearchPage:
-        return await self._on_reader(lambda conn: search_sql.run_search(conn, query))
+        """Most searches cost less than the hop to a reader thread and back, so each first runs
+        on the event loop's connection under a small budget of SQLite VM steps; one that runs out
+        is interrupted (its partial work discarded) and run again on a reader thread."""
+        conn = self._loop_conn
+        assert conn is not None, "storage is not open"
+        ticks = _LOOP_SEARCH_TICKS
+
+        def tick() -> int:
+            nonlocal ticks
+            ticks -= 1
+            return 1 if ticks < 0 else 0
+
+        conn.set_progress_handler(tick, _TICK_STEPS)
+        try:
+            return search_sql.run_search(conn, query)
+        except sqlite3.OperationalError:
+            if ticks >= 0:  # a real error, not the budget
+                raise
+        finally:
+            conn.set_progress_handler(None, 0)
+        return await self._on_reader(lambda c: search_sql.run_search(c, query))
 
     async def count(self, resource_type: str | None = None) -> int:
         def fn(conn: sqlite3.Connection) -> int:
