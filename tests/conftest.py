@@ -7,6 +7,9 @@ from pathlib import Path
 
 import pytest
 
+# Storage engines for engine-parameterised tests (`storage_url`, marker `all_engines`).
+pytest_plugins = ["tests.storage.engines"]
+
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = Path(os.environ.get("FHIR_SERVER_SHARED_DATA", ROOT.parent / "shared" / "data"))
 

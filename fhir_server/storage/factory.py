@@ -23,4 +23,15 @@ def create_storage(settings: Settings) -> Storage:
         from fhir_server.storage.sqlite import SqliteStorage
 
         return SqliteStorage(Path(path), synchronous=settings.sqlite_synchronous.upper())
-    raise StorageConfigError(f"Unsupported storage URL scheme '{scheme}': use sqlite:///PATH")
+    if scheme in ("mongodb", "mongodb+srv"):
+        from pymongo.errors import InvalidURI
+
+        from fhir_server.storage.mongo import MongoStorage
+
+        try:
+            return MongoStorage(url)
+        except (InvalidURI, ValueError) as exc:
+            raise StorageConfigError(f"Invalid MongoDB URL: {exc}") from None
+    raise StorageConfigError(
+        f"Unsupported storage URL scheme '{scheme}': use sqlite:///PATH or mongodb://HOST/DATABASE"
+    )

@@ -4,25 +4,24 @@ run once across processes, and the outbox written atomically with a transaction.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import contextlib
 from pathlib import Path
 
 import pytest
 
+from fhir_server.storage.base import Storage
 from fhir_server.storage.sqlite.engine import SqliteStorage
+
+# On every storage engine (tests/storage/engines.py); the last test is SQLite's own.
+pytestmark = pytest.mark.all_engines
 
 
 @pytest.fixture
-async def storage(tmp_path: Path) -> AsyncIterator[SqliteStorage]:
-    s = SqliteStorage(tmp_path / "fhir.db")
-    await s.open()
-    try:
-        yield s
-    finally:
-        await s.close()
+def storage(store: Storage) -> Storage:
+    return store
 
 
-async def test_records_put_get_list_delete(storage: SqliteStorage) -> None:
+async def test_records_put_get_list_delete(storage: Storage) -> None:
     await storage.put_record("job", "b", {"n": 2})
     await storage.put_record("job", "a", {"n": 1})
     await storage.put_record("other", "a", {"n": 9})
@@ -37,7 +36,7 @@ async def test_records_put_get_list_delete(storage: SqliteStorage) -> None:
     assert await storage.get_record("job", "a") is None
 
 
-async def test_outbox_record_rolls_back_with_its_transaction(storage: SqliteStorage) -> None:
+async def test_outbox_record_rolls_back_with_its_transaction(storage: Storage) -> None:
     with pytest.raises(RuntimeError):
         async with storage.transaction() as tx:
             await tx.put_record("outbox", "1", {"x": 1})
@@ -48,7 +47,7 @@ async def test_outbox_record_rolls_back_with_its_transaction(storage: SqliteStor
     assert await storage.get_record("outbox", "2") is not None
 
 
-async def test_lease_is_exclusive_until_released_or_expired(storage: SqliteStorage) -> None:
+async def test_lease_is_exclusive_until_released_or_expired(storage: Storage) -> None:
     assert await storage.acquire_lease("export", "p1", 30)
     assert not await storage.acquire_lease("export", "p2", 30)
     assert await storage.acquire_lease("export", "p1", 30)  # renewal
@@ -73,3 +72,20 @@ async def test_lease_shared_across_engines_on_one_file(tmp_path: Path) -> None:
     finally:
         await one.close()
         await two.close()
+
+
+async def test_cancellation_after_release_stays_a_cancellation(storage: SqliteStorage) -> None:
+    """A task cancelled while its transaction's RELEASE runs gets its CancelledError back (not a
+    'no such savepoint' error from the rollback)."""
+    for delay in [i / 10_000 for i in range(40)]:  # 0 to 4 ms: hit the RELEASE window
+
+        async def write(key: str) -> None:
+            async with storage.transaction() as tx:
+                await tx.put_record("job", key, {"x": 1})
+
+        task = asyncio.create_task(write(f"k{delay}"))
+        await asyncio.sleep(delay)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):  # anything else fails the test
+            await task
+    assert await storage.acquire_lease("after", "me", 1)  # the engine still works
