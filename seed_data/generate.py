@@ -56,10 +56,32 @@ PRACTITIONER_ROLE = "http://terminology.hl7.org/CodeSystem/practitioner-role"
 ORG_TYPE = "http://terminology.hl7.org/CodeSystem/organization-type"
 NPI = "http://hl7.org/fhir/sid/us-npi"
 BCP47 = "urn:ietf:bcp:47"
+TZ_CODE = "http://hl7.org/fhir/StructureDefinition/tz-code"
 
 # Identifier systems of the (fictional) practice live under the reserved .example domain.
 PRACTICE_DOMAIN = "https://riverbend-telehealth.example"
 MRN_SYSTEM = f"{PRACTICE_DOMAIN}/fhir/sid/mrn"
+
+# The server's own profiles (profiles/) and the core R4 vital-signs profiles the data conforms to.
+SERVER_SD = "https://fhir-server.dev/fhir/StructureDefinition"
+CORE_SD = "http://hl7.org/fhir/StructureDefinition"
+RPM_DEVICE = f"{SERVER_SD}/rpm-device"
+RPM_OBSERVATION = f"{SERVER_SD}/rpm-observation"
+VIRTUAL_VISIT = f"{SERVER_SD}/virtual-visit"
+VIRTUAL_MODALITY = f"{SERVER_SD}/virtual-modality"
+VIRTUAL_SERVICE = f"{SERVER_SD}/virtual-service-details"
+MODALITY_SYSTEM = "https://fhir-server.dev/fhir/CodeSystem/virtual-modality"
+# Encounter mode -> modality code (virtual-modality extension)
+MODALITY = {
+    "video": ("video", "Video"),
+    "phone": ("audio-only", "Audio only"),
+    "review": ("asynchronous", "Asynchronous"),
+}
+# LOINC code -> the core profile for that vital sign (besides vitalsigns itself)
+CORE_VITAL_PROFILES = {
+    "85354-9": "bp", "8867-4": "heartrate", "2708-6": "oxygensat", "29463-7": "bodyweight",
+    "8310-5": "bodytemp",
+}  # fmt: skip
 
 
 def coding(system: str, code: str, display: str | None = None) -> Resource:
@@ -764,6 +786,8 @@ def patient(spec: PatientSpec, cal: Calendar) -> Resource:
     return {
         "resourceType": "Patient",
         "id": spec.id,
+        # The patient's home time zone: $rpm-billing counts reading days and months in it.
+        "extension": [{"url": TZ_CODE, "valueCode": str(cal.tz.key)}],
         "identifier": [
             {
                 "use": "usual",
@@ -815,6 +839,7 @@ def device(spec: PatientSpec, d: DeviceSpec, cal: Calendar) -> Resource:
     resource: Resource = {
         "resourceType": "Device",
         "id": device_id(d.kind, spec.nn),
+        "meta": {"profile": [RPM_DEVICE]},
         "identifier": [
             {
                 "type": concept(coding(IDENTIFIER_TYPE, "SNO", "Serial Number")),
@@ -840,6 +865,14 @@ def device(spec: PatientSpec, d: DeviceSpec, cal: Calendar) -> Resource:
         issued = Calendar.day_of(cal.last_month, d.issued_on_day)
         resource["note"] = [{"text": f"Issued to the patient on {issued.isoformat()}."}]
     return resource
+
+
+def observation_profiles(code: Resource) -> list[str]:
+    """The RPM observation profile; for vital signs also the core vitalsigns profile and the one
+    for that vital sign (bp, heartrate, ...). Blood glucose is not a core vital sign."""
+    loinc = [c["code"] for c in code["coding"] if c["system"] == LOINC]
+    specific = [f"{CORE_SD}/{CORE_VITAL_PROFILES[c]}" for c in loinc if c in CORE_VITAL_PROFILES]
+    return [RPM_OBSERVATION, f"{CORE_SD}/vitalsigns", *specific] if specific else [RPM_OBSERVATION]
 
 
 @dataclass
@@ -881,6 +914,7 @@ class ReadingContext:
         obs: Resource = {
             "resourceType": "Observation",
             "id": obs_id,
+            "meta": {"profile": observation_profiles(code)},
             "status": "final",
             "category": CATEGORY_VITAL_SIGNS,
             "code": code,
@@ -1009,6 +1043,11 @@ def reading_days(spec: PatientSpec, cal: Calendar, rng: random.Random) -> list[d
         )
 
     forced = {cal.anchor - dt.timedelta(days=n) for n in spec.forced_days_before_anchor}
+    # The first reading starts the 30-day RPM device periods ($rpm-billing): with a reading on the
+    # first of the 60 days, the periods are the two 30-day halves, and the "last 30 days" counted
+    # in the README are exactly the billing period that ends with last month.
+    if spec.prior_days > 0:
+        forced.add(cal.first_reading_day)
     # Episode days always have readings, so the alerts that prompt visits exist.
     for ep in spec.episodes:
         start = Calendar.day_of(cal.last_month, ep.first_day)
@@ -1070,6 +1109,42 @@ def observations(spec: PatientSpec, cal: Calendar) -> list[Reading]:
     return sorted(ctx.readings, key=lambda r: (r.instant, r.resource["id"]))
 
 
+def virtual_visit_parts(spec: PatientSpec, visit: Visit, start: dt.datetime) -> Resource:
+    """meta.profile and the modality / virtual service extensions of a virtual visit."""
+    if visit.mode not in MODALITY:
+        return {}
+    ext: list[Resource] = [
+        {
+            "url": VIRTUAL_MODALITY,
+            "valueCoding": coding(MODALITY_SYSTEM, *MODALITY[visit.mode]),
+        }
+    ]
+    if visit.mode == "video":
+        session = f"{spec.nn:02d}{start:%Y%m%d%H%M}"
+        ext.append(
+            {
+                "url": VIRTUAL_SERVICE,
+                "extension": [
+                    {
+                        "url": "channelType",
+                        "valueCoding": coding(
+                            "http://hl7.org/fhir/virtual-service-type",
+                            "zoom",
+                            "Zoom web conference",
+                        ),
+                    },
+                    {"url": "address", "valueUrl": f"{PRACTICE_DOMAIN}/visit/{session}"},
+                    {"url": "sessionKey", "valueString": session},
+                ],
+            }
+        )
+    elif visit.mode == "phone":
+        phone = {"system": "phone", "value": PRACTICE_PHONE, "use": "work"}
+        address = {"url": "address", "valueContactPoint": phone}
+        ext.append({"url": VIRTUAL_SERVICE, "extension": [address]})
+    return {"meta": {"profile": [VIRTUAL_VISIT]}, "extension": ext}
+
+
 def encounter(
     spec: PatientSpec, visit: Visit, cal: Calendar, readings: Sequence[Reading], rng: random.Random
 ) -> Resource:
@@ -1090,6 +1165,7 @@ def encounter(
     enc: Resource = {
         "resourceType": "Encounter",
         "id": f"enc-{spec.nn:02d}-{start:%Y%m%d-%H%M}",
+        **virtual_visit_parts(spec, visit, start),
         "status": status,
         "class": ENCOUNTER_CLASSES["virtual" if virtual else "office"],
         "type": [concept(coding(SCT, code, display), text=text)],
@@ -1186,6 +1262,49 @@ def groups(cal: Calendar) -> list[Resource]:
     ]
 
 
+SUBSCRIPTION_ENDPOINT = "https://ehr.riverbend-telehealth.example/fhir/rpm-notifications"
+PAYLOAD_CONTENT = (
+    "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/backport-payload-content"
+)
+
+
+def subscriptions() -> list[Resource]:
+    """R4 rest-hook Subscriptions an EHR would register, switched off (the endpoint is fictional):
+    set `status` to `requested` and point `channel.endpoint` at a real receiver to try them."""
+
+    def subscription(sid: str, reason: str, criteria: str, content: str) -> Resource:
+        # R4 has no id-only payload: the Subscriptions Backport IG's extension on channel.payload.
+        channel: Resource = {"type": "rest-hook", "endpoint": SUBSCRIPTION_ENDPOINT}
+        channel["payload"] = "application/fhir+json"
+        if content != "full-resource":
+            channel["_payload"] = {"extension": [{"url": PAYLOAD_CONTENT, "valueCode": content}]}
+        channel["header"] = ["X-Practice: riverbend-telehealth"]
+        return {
+            "resourceType": "Subscription",
+            "id": sid,
+            "status": "off",
+            "contact": [{"system": "phone", "value": PRACTICE_PHONE, "use": "work"}],
+            "reason": reason,
+            "criteria": criteria,
+            "channel": channel,
+        }
+
+    return [
+        subscription(
+            "subscription-rpm-vitals",
+            "Notify the EHR of new RPM vital-sign readings",
+            "Observation?category=vital-signs",
+            "full-resource",
+        ),
+        subscription(
+            "subscription-virtual-visits",
+            "Notify the EHR when a virtual visit is finished (id only: the EHR fetches it)",
+            f"Encounter?class={ACT_CODE}|VR&status=finished",
+            "id-only",
+        ),
+    ]
+
+
 def build(cal: Calendar) -> dict[str, Resource]:
     """File name -> transaction Bundle. Sorted file names are the load order."""
     files: dict[str, Resource] = {}
@@ -1205,7 +1324,7 @@ def build(cal: Calendar) -> dict[str, Resource]:
         # The "10-" prefix sorts the patients after 00-practice and before 90-groups (a bare
         # "patient-" sorts after "90-"): loading in name order never meets a dangling reference.
         files[f"10-{spec.id}.json"] = transaction(resources)
-    files["90-groups.json"] = transaction(groups(cal))
+    files["90-groups.json"] = transaction([*groups(cal), *subscriptions()])
     return files
 
 

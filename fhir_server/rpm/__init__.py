@@ -1,0 +1,1 @@
+"""Remote patient monitoring (RPM): pure domain computations, no I/O."""
