@@ -10,6 +10,10 @@ two extra routes that exist only here, never in the fhir_server package:
   headers as `GET /fhir/{type}/{id}`. It is the cheapest possible read through the same uvicorn,
   FastAPI and middleware stack, so `/fhir` reads divided by ceiling reads is the share of the
   ceiling the FHIR layer keeps.
+
+Authorization is off in benchmark servers (`FHIR_SERVER_AUTH=off`, set in `main`): the load
+generators send no access tokens, and the numbers measure the FHIR layer. The server logs its
+"Authorization is OFF" warning at start, as it always does in that mode.
 """
 
 from __future__ import annotations
@@ -86,6 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     os.environ[ENV + "DATA_DIR"] = args.data_dir
     os.environ[ENV + "WORKERS"] = str(args.workers)
     os.environ[ENV + "SEED"] = "false"
+    # Benchmarks measure the FHIR layer without SMART token checks (see the module docstring).
+    os.environ[ENV + "AUTH"] = "off"
     uvicorn.run(
         "bench.launcher:app_factory",
         factory=True,

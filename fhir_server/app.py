@@ -12,8 +12,9 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from fhir_server import __version__
-from fhir_server.api import fhir_routes
+from fhir_server import __version__, conformance
+from fhir_server.api import auth_routes, fhir_routes
+from fhir_server.auth.server.core import AuthServer
 from fhir_server.custom_params import (
     DEFAULT_PROFILES_DIR,
     add_profile_parameters,
@@ -35,7 +36,7 @@ def build_services(settings: Settings) -> Services:
     tz = ZoneInfo(settings.timezone)
     registry = SearchParamRegistry.load_default(tz)
     add_profile_parameters(registry, settings.profiles_dir or DEFAULT_PROFILES_DIR)
-    return Services(
+    services = Services(
         settings=settings,
         storage=create_storage(settings),
         registry=registry,
@@ -44,6 +45,25 @@ def build_services(settings: Settings) -> Services:
         resource_types=frozenset(resource_types()),
         validation=ValidationPool(settings.validation_processes),
     )
+    from fhir_server.subscriptions.matching import SubscriptionIndex
+
+    services.write_hooks = SubscriptionIndex(services)  # subscriptions: match + outbox per write
+    conformance.install_profiles(services)  # profiles/ + core and US Core profiles
+    return services
+
+
+async def _start_auth(settings: Settings, services: Services) -> AuthServer | None:
+    """The SMART authorization server and the resource server's token check (auth on only)."""
+    if settings.auth != "on":
+        log.warning("Authorization is OFF (--auth off): every client has full access")
+        return None
+    from fhir_server.auth.server import open_auth_server
+    from fhir_server.auth.server.resource import make_authenticator
+
+    auth_server = await open_auth_server(settings)  # on MongoDB: in the database, shared
+    await auth_server.store.purge()  # expired codes, launches, replay entries, old grants
+    services.authenticate = make_authenticator(auth_server)
+    return auth_server
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -53,18 +73,37 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         services = build_services(settings)
         await services.storage.open()
+        if settings.storage_url().startswith(("mongodb://", "mongodb+srv://")):
+            # several hosts share the database: page links must verify on each of them
+            services.pages = await PageSigner.from_storage(services.storage)
         await add_stored_parameters(services.registry, services.storage)
+        await conformance.add_stored_conformance(services)
+        services.storage = conformance.served_storage(services)  # + profiles/, read-only
         services.validation.start()
         app.state.services = services
+        auth_server = await _start_auth(settings, services)
+        app.state.auth_server = auth_server
         if settings.seed:
             from fhir_server.seed import seed_if_empty
 
             await seed_if_empty(services)
+        from fhir_server.subscriptions.worker import start_worker
+
+        subscription_worker = start_worker(services)
+        from fhir_server.export.runner import ExportRunner
+
+        export_runner = ExportRunner(services)
+        app.state.export_runner = export_runner
+        await export_runner.start()
         try:
             yield
         finally:
+            await export_runner.stop()
+            await subscription_worker.stop()
             services.validation.shutdown()
             await services.storage.close()
+            if auth_server is not None:
+                await auth_server.store.close()
 
     app = FastAPI(
         title="FHIR R4 server for telehealth and RPM",
@@ -74,7 +113,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redoc_url=None,
         openapi_url=None,
     )
+    app.include_router(auth_routes.router)  # before /fhir/{path}: /fhir/.well-known/...
+    from fhir_server.api import export_routes
+
+    app.include_router(export_routes.router)  # before /fhir/{path}: $export-status, -file
     app.include_router(fhir_routes.router)
+    auth_routes.install_log_filter()
+    from fhir_server.api.catch_all import CatchAllMiddleware
+
+    app.add_middleware(CatchAllMiddleware)  # a 500 OperationOutcome, never an escaped exception
+    from fhir_server.api.cors import FhirCorsMiddleware
+
+    app.add_middleware(FhirCorsMiddleware)  # CORS on /fhir: any origin, preflights without token
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> JSONResponse:

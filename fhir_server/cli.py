@@ -40,10 +40,20 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--no-seed", action="store_true", help="do not load seed_data/")
     serve.add_argument("--public-url", help="public base URL, e.g. https://fhir.example.org")
     serve.add_argument("--timezone", help="zone for dates without one (default UTC)")
+    serve.add_argument("--auth", choices=["on", "off"], help="SMART authorization (default on)")
+    serve.add_argument(
+        "--registration-token", help="enable /auth/register for bearers of this token"
+    )
 
     loader = sub.add_parser("load", help="load bundles, NDJSON, resources, folders, .gz")
     loader.add_argument("paths", nargs="+", type=Path)
     loader.add_argument("--url", help="load into a running server at this FHIR base URL")
+    loader.add_argument(
+        "--token",
+        default=os.environ.get("FHIR_SERVER_TOKEN"),
+        help="with --url: an access token sent as 'Authorization: Bearer TOKEN' (needed when the "
+        "server has auth on, its default; env FHIR_SERVER_TOKEN)",
+    )
     _store_options(loader)
 
     rx = sub.add_parser("reindex", help="re-extract search values (after adding SearchParameters)")
@@ -52,6 +62,22 @@ def _parser() -> argparse.ArgumentParser:
 
     oa = sub.add_parser("openapi", help="write the OpenAPI document of the FHIR API")
     oa.add_argument("--out", type=Path, help="file to write (default: standard output)")
+
+    ex = sub.add_parser("export", help="Bulk Data export of the store into NDJSON files")
+    ex.add_argument("--type", action="append", dest="types", help="type(s): repeat or comma-join")
+    ex.add_argument("--since", help="only resources changed after this instant")
+    ex.add_argument("--until", help="only resources changed before this instant")
+    ex.add_argument(
+        "--type-filter",
+        action="append",
+        dest="type_filters",
+        help="search per type, e.g. 'Observation?code=http://loinc.org|8867-4'",
+    )
+    ex.add_argument("--out", type=Path, required=True, help="folder to write (empty or new)")
+    _store_options(ex)
+    from fhir_server.auth.server.admin import add_commands
+
+    add_commands(sub, _store_options)
     return parser
 
 
@@ -59,6 +85,7 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     _apply_env(args, ["host", "port", "data_dir", "storage", "workers", "public_url", "timezone"])
+    _apply_env(args, ["auth", "registration_token"])
     if args.no_seed:
         os.environ[ENV + "SEED"] = "false"
     settings = Settings()
@@ -69,9 +96,27 @@ def _serve(args: argparse.Namespace) -> int:
     base = settings.fhir_base(f"http://{settings.host}:{settings.port}")
     print(f"FHIR base URL: {base}", flush=True)
     print(f"  try: curl {base}/metadata", flush=True)
-    print(f"       curl '{base}/Patient?_count=5'", flush=True)
-    print(f"       curl '{base}/Observation?code=http://loinc.org|85354-9&_sort=-date&_count=3'")
+    if settings.auth == "off":
+        print(f"       curl '{base}/Patient?_count=5'", flush=True)
+        print(
+            f"       curl '{base}/Observation?code=http://loinc.org|85354-9&_sort=-date&_count=3'"
+        )
+    else:
+        print(
+            "  every other request needs a SMART access token (see the README); to try the API",
+            flush=True,
+        )
+        print("  with plain curl on this machine, start with authorization off:", flush=True)
+        print(
+            "       FHIR_SERVER_AUTH=off make run   (or: fhir-server serve --auth off)", flush=True
+        )
     print(f"  API docs: http://{settings.host}:{settings.port}/docs", flush=True)
+    if settings.seed and settings.auth == "on":
+        from fhir_server.auth.server.admin import demo_instructions, ensure_demo
+
+        asyncio.run(ensure_demo(settings.data_dir, settings.storage))
+        for line in demo_instructions(base):
+            print(line, flush=True)
     uvicorn.run(
         "fhir_server.cli:app_factory",
         factory=True,
@@ -112,6 +157,10 @@ async def _load(args: argparse.Namespace) -> int:
         from fhir_server.fhir import jsonio
 
         base = args.url.rstrip("/")
+        headers = {"Content-Type": "application/fhir+json", "Prefer": "return=minimal"}
+        if args.token:
+            headers["Authorization"] = f"Bearer {args.token}"
+        logging.getLogger("httpx").setLevel(logging.WARNING)  # no INFO line per request
         async with httpx.AsyncClient(timeout=300) as client:
 
             async def send(method: str, path: str, body: Any) -> tuple[int, bytes]:
@@ -119,7 +168,7 @@ async def _load(args: argparse.Namespace) -> int:
                     method,
                     f"{base}/{path}" if path else base,
                     content=jsonio.dumps(body),
-                    headers={"Content-Type": "application/fhir+json", "Prefer": "return=minimal"},
+                    headers=headers,
                 )
                 return r.status_code, r.content
 
@@ -176,6 +225,17 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(_load(args))
     if args.command == "reindex":
         return asyncio.run(_reindex(args))
+    if args.command == "export":
+        from fhir_server.export.local import run_cli
+
+        _apply_env(args, ["data_dir", "storage"])
+        return asyncio.run(run_cli(args, Settings()))
+    if args.command in ("clients", "users", "keys"):
+        from fhir_server.auth.server.admin import run
+
+        _apply_env(args, ["data_dir", "storage"])
+        admin_settings = Settings()
+        return asyncio.run(run(args, admin_settings.data_dir, admin_settings.storage))
     if args.command == "openapi":
         from fhir_server.openapi import openapi_bytes
 

@@ -155,6 +155,7 @@ def build(registry: SearchParamRegistry) -> dict[str, Any]:
     paths["/fhir/_history"] = {
         "get": _op("History of everything", "200", "Bundle", [_query("_since"), _query("_count")])
     }
+    paths.update(_operation_paths(result_params))
     resource_schema = {
         "type": "object",
         "required": ["resourceType"],
@@ -165,6 +166,7 @@ def build(registry: SearchParamRegistry) -> dict[str, Any]:
     schemas["OperationOutcome"] = resource_schema
     schemas["CapabilityStatement"] = resource_schema
     schemas["JsonPatch"] = {"type": "array", "items": {"type": "object"}}
+    schemas["Parameters"] = resource_schema
     return {
         "openapi": "3.1.0",
         "info": {
@@ -182,6 +184,69 @@ def build(registry: SearchParamRegistry) -> dict[str, Any]:
             },
         },
     }
+
+
+def _enum_param(name: str, values: list[str], description: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "path",
+        "required": True,
+        "description": description,
+        "schema": {"type": "string", "enum": values},
+    }
+
+
+def _operation_paths(result_params: list[Any]) -> dict[str, Any]:
+    """The operations of the router's table (system, type and instance level), `$export-status`,
+    and compartment search."""
+    from fhir_server.fhir.compartments import compartment_params, compartment_resource_types
+    from fhir_server.interactions.router import COMPARTMENTS
+    from fhir_server.operations import TABLE
+
+    paths: dict[str, Any] = {}
+    every_type = sorted(resource_types())
+
+    def add(path: str, op: Any, tag: str, params: list[Any]) -> None:
+        summary = f"${op.name}" + (f" ({op.definition})" if op.definition else "")
+        entry = paths.setdefault(path, {})
+        if "GET" in op.methods and not op.affects_state:
+            entry["get"] = {**_op(summary, "200", None, params), "tags": [tag]}
+        if "POST" in op.methods:
+            post = _op(summary, "200", None, params, "Parameters")
+            post["requestBody"]["required"] = False
+            entry["post"] = {**post, "tags": [tag]}
+
+    for op in sorted(TABLE.all(), key=lambda o: o.name):
+        types = sorted(op.types) if op.types is not None else None
+        if op.system:
+            add(f"/fhir/${op.name}", op, "Operations", [])
+        for level, suffix in (("type", ""), ("instance", "/{id}")):
+            if not (op.type_level if level == "type" else op.instance_level):
+                continue
+            extra = [_ref("id")] if suffix else []
+            if types is None:
+                tparam = _enum_param("type", every_type, "any resource type")
+                add(f"/fhir/{{type}}{suffix}/${op.name}", op, "Operations", [tparam, *extra])
+            else:
+                for t in types:
+                    add(f"/fhir/{t}{suffix}/${op.name}", op, t, extra)
+    job = _path_param("job_id")
+    paths["/fhir/$export-status/{job_id}"] = {
+        "get": {**_op("Bulk export status / manifest", "200", None, [job]), "tags": ["Operations"]},
+        "delete": {**_op("Cancel a bulk export", "202", None, [job]), "tags": ["Operations"]},
+    }
+    for ctype in COMPARTMENTS:
+        members = [t for t in compartment_resource_types(ctype) if compartment_params(ctype, t)]
+        tparam = _enum_param("type", [*members, "*"], f"a type in the {ctype} compartment, or *")
+        params = [_ref("id"), tparam]
+        summary = f"Search in the {ctype} compartment"
+        paths[f"/fhir/{ctype}/{{id}}/{{type}}"] = {
+            "get": {**_op(summary, "200", "Bundle", [*params, *result_params]), "tags": [ctype]}
+        }
+        paths[f"/fhir/{ctype}/{{id}}/{{type}}/_search"] = {
+            "post": {**_op(f"{summary} (form body)", "200", "Bundle", params), "tags": [ctype]}
+        }
+    return paths
 
 
 @cache

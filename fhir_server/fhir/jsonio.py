@@ -19,10 +19,40 @@ from fhir_server.errors import BadRequest
 _MAX_INT_DIGITS = 4300  # Python's own guard against quadratic int parsing
 
 
+class ExactDecimal(Decimal):
+    """A decimal written with an exponent (`1.5e2`), which keeps its text: `str(Decimal)` would
+    give `1.5E+2`, and FHIR requires a decimal to read back as it was sent."""
+
+    __slots__ = ("text",)
+    text: str
+
+    def __new__(cls, text: str) -> ExactDecimal:
+        obj = super().__new__(cls, text)
+        obj.text = text
+        return obj
+
+
+def _parse_float(text: str) -> Decimal:
+    return ExactDecimal(text) if "e" in text or "E" in text else Decimal(text)
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise ValueError(f"duplicate key '{key}' in an object")
+            seen.add(key)
+    return obj
+
+
 def _default(obj: Any) -> Any:
     if isinstance(obj, Decimal):
         if not obj.is_finite():
             raise TypeError("NaN and Infinity are not FHIR decimals")
+        if isinstance(obj, ExactDecimal):
+            return orjson.Fragment(obj.text.encode())
         return orjson.Fragment(str(obj).encode())
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
@@ -38,7 +68,12 @@ def _reject_constant(name: str) -> Any:
 def loads(body: bytes | str, *, max_depth: int = 100) -> Any:
     """Parse a request body; raise BadRequest (400) for malformed or too deeply nested JSON."""
     try:
-        value = json.loads(body, parse_float=Decimal, parse_constant=_reject_constant)
+        value = json.loads(
+            body,
+            parse_float=_parse_float,
+            parse_constant=_reject_constant,
+            object_pairs_hook=_unique_keys,  # JSON objects with a repeated key are refused
+        )
     except RecursionError:
         raise BadRequest(f"JSON nesting deeper than {max_depth} levels") from None
     except (ValueError, UnicodeDecodeError) as exc:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fhir_server import FHIR_VERSION, __version__
+from fhir_server.conformance import supported_profiles
 from fhir_server.fhir import jsonio
 from fhir_server.fhir.dates import to_instant_text
 from fhir_server.fhir.searchparams import SearchParamRegistry
@@ -57,12 +58,15 @@ def _type_operations(rtype: str) -> list[Operation]:
     ]
 
 
-def _resource(registry: SearchParamRegistry, rtype: str) -> dict[str, Any]:
+def _resource(
+    registry: SearchParamRegistry, rtype: str, supported: tuple[str, ...] = ()
+) -> dict[str, Any]:
     ref_params = sorted(c for c, d in registry.for_type(rtype).items() if d.type == "reference")
     ops = _operation_entries(_type_operations(rtype))
     return {
         "type": rtype,
         "profile": f"http://hl7.org/fhir/StructureDefinition/{rtype}",
+        **({"supportedProfile": list(supported)} if supported else {}),
         "interaction": [{"code": c} for c in TYPE_INTERACTIONS],
         "versioning": "versioned-update",
         "readHistory": True,
@@ -79,7 +83,17 @@ def _resource(registry: SearchParamRegistry, rtype: str) -> dict[str, Any]:
     }
 
 
+def _security(ctx: Services) -> dict[str, Any]:
+    """SMART's oauth-uris extension: PyPI fhirclient discovers the endpoints only through it."""
+    from fhir_server.auth.server.core import Urls, public_origin
+    from fhir_server.auth.server.discovery import capability_security
+
+    urls = Urls(public_origin(ctx.settings))
+    return capability_security(urls, bool(ctx.settings.registration_token))
+
+
 def build(ctx: Services, base_url: str, now_us: int) -> dict[str, Any]:
+    own = supported_profiles(ctx)  # the server's own profiles (profiles/), by constrained type
     return {
         "resourceType": "CapabilityStatement",
         "status": "active",
@@ -98,7 +112,10 @@ def build(ctx: Services, base_url: str, now_us: int) -> dict[str, Any]:
         "rest": [
             {
                 "mode": "server",
-                "resource": [_resource(ctx.registry, t) for t in sorted(ctx.resource_types)],
+                **({"security": _security(ctx)} if ctx.settings.auth == "on" else {}),
+                "resource": [
+                    _resource(ctx.registry, t, own.get(t, ())) for t in sorted(ctx.resource_types)
+                ],
                 "interaction": [{"code": c} for c in SYSTEM_INTERACTIONS],
                 **(
                     {"operation": system_ops}

@@ -20,7 +20,8 @@ from fhir_server.fhir.dates import to_instant_text
 from fhir_server.fhir.fulltext import fulltext_values
 from fhir_server.fhir.validation import validate_resource
 from fhir_server.interactions.context import FhirRequest, FhirResponse, Services
-from fhir_server.storage.base import Method, StoredResource, Write
+from fhir_server.interactions.profile_checks import check_profiles, check_writable
+from fhir_server.storage.base import Method, StoredResource, Transaction, Write
 
 _ID_RE = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 _ETAG_RE = re.compile(r'^(?:W/)?"?([0-9]+)"?$')
@@ -35,7 +36,13 @@ def body_resource(req: FhirRequest, rtype: str) -> dict[str, Any]:
     body = req.body
     if not isinstance(body, dict):
         raise BadRequest("The request body must be a FHIR resource (a JSON object)")
+    if "id" in body and not isinstance(body["id"], str):
+        raise Unprocessable(f"id must be a string, not {body['id']!r}", expression=["id"])
     found = body.get("resourceType")
+    if found is None:
+        raise BadRequest(
+            f"The resource has no resourceType (expected '{rtype}')", expression=["resourceType"]
+        )
     if found != rtype:
         raise BadRequest(
             f"resourceType '{found}' does not match the URL's type '{rtype}'",
@@ -68,8 +75,11 @@ def _with_meta(
 def as_stored(
     ctx: Services, resource: dict[str, Any], rtype: str, id: str | None
 ) -> dict[str, Any]:
-    """The resource as it will be stored (meta and id stamped), for validating ahead of the write."""
-    return _with_meta(resource, rtype, id or "placeholder", 1, ctx.clock.now_us())
+    """The resource as it will be stored (meta and id stamped), for validating ahead of the write;
+    checked against the profiles it claims (outside the storage transaction, like `precheck`)."""
+    out = _with_meta(resource, rtype, id or "placeholder", 1, ctx.clock.now_us())
+    check_profiles(ctx, out)
+    return out
 
 
 def precheck(ctx: Services, resource: dict[str, Any], rtype: str, id: str | None = None) -> None:
@@ -79,7 +89,9 @@ def precheck(ctx: Services, resource: dict[str, Any], rtype: str, id: str | None
     a server-assigned id, so it runs outside the storage transaction: several workers then
     validate in parallel instead of queueing behind the database's write lock.
     """
-    validate_resource(_with_meta(resource, rtype, id or "placeholder", 1, ctx.clock.now_us()))
+    out = _with_meta(resource, rtype, id or "placeholder", 1, ctx.clock.now_us())
+    validate_resource(out)
+    check_profiles(ctx, out)  # the profiles it claims (meta.profile) or the settings require
 
 
 def prepare_write(
@@ -97,12 +109,26 @@ def prepare_write(
     did): one new version, ready to store."""
     now = ctx.clock.now_us()
     out = _with_meta(resource, rtype, id, version, now)
+    check_writable(ctx.read_only, rtype, id)  # the server's own conformance resources
     if not validated:
         validate_resource(out)
+        check_profiles(ctx, out)
     body = jsonio.dumps(out)
     index = [*ctx.registry.extractor(rtype)(out), *fulltext_values(out)]
     stored = StoredResource(rtype, id, version, now, False, body)
     return Write(stored, index, expected_version, method)
+
+
+async def store(ctx: Services, tx: Transaction, write: Write) -> None:
+    """Put one new version into `tx`. Every create, update, patch and delete (also inside a
+    transaction Bundle) stores through here, so the write hooks (subscriptions: matching and the
+    notification outbox) run in the same storage transaction as the write."""
+    hooks = ctx.write_hooks
+    if hooks is not None:
+        await hooks.before_write(tx, write)
+    await tx.write(write)
+    if hooks is not None:
+        await hooks.after_write(tx, write)
 
 
 def deletion(ctx: Services, current: StoredResource) -> Write:

@@ -9,7 +9,7 @@ from urllib.parse import parse_qsl
 
 from fhir_server.errors import BadRequest
 from fhir_server.interactions.context import Services
-from fhir_server.search.parse import SearchContext, parse_search
+from fhir_server.search.parse import RESULT_PARAMS, SearchContext, parse_search
 from fhir_server.storage.base import StoredResource, Transaction
 
 
@@ -29,6 +29,13 @@ async def find_matches(
     criteria = [(k, v) for k, v in params if k not in ("_format", "_pretty")]
     if not criteria:
         raise BadRequest("Conditional interaction without search criteria")
+    shaping = sorted({k for k, _ in criteria if k.split(":", 1)[0] in RESULT_PARAMS})
+    if shaping:  # they would pick which matches are seen: the match must count them all
+        raise BadRequest(
+            "Conditional criteria cannot use the result parameters "
+            f"{', '.join(shaping)}: only search criteria select the resource",
+            expression=shaping,
+        )
     parsed = parse_search(
         search_context(ctx, base_url), (rtype,), criteria, default_count=limit, max_count=limit
     )
@@ -40,7 +47,9 @@ async def find_matches(
 
 def parse_criteria(text: str) -> list[tuple[str, str]]:
     """`identifier=x&name=y` (a header value or the query part of a URL) as parameter pairs."""
-    text = text.lstrip("?")
+    head, sep, rest = text.partition("?")
+    if sep and "=" not in head and "&" not in head:
+        text = rest  # `Patient?identifier=x`: the type prefix is accepted leniently
     try:
         return parse_qsl(text, keep_blank_values=True, strict_parsing=True)
     except ValueError:

@@ -10,14 +10,15 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import tzinfo
-from typing import Any
+from typing import Any, Protocol
 
 from fhir_server.auth.grant import AccessGrant, Authenticate
+from fhir_server.fhir.profiles import ProfileRegistry
 from fhir_server.fhir.searchparams import SearchParamRegistry
 from fhir_server.interactions.validation_pool import ValidationPool
 from fhir_server.search.paging import PageSigner
 from fhir_server.settings import Settings
-from fhir_server.storage.base import Storage
+from fhir_server.storage.base import Storage, Transaction, Write
 
 
 @dataclass
@@ -61,6 +62,15 @@ class Clock:
         return now
 
 
+class WriteHooks(Protocol):
+    """Work that must happen with every write, inside the writing transaction
+    (`interactions.common.store`): raising rolls the whole transaction back."""
+
+    async def before_write(self, tx: Transaction, write: Write) -> None: ...
+
+    async def after_write(self, tx: Transaction, write: Write) -> None: ...
+
+
 @dataclass
 class Services:
     settings: Settings
@@ -75,3 +85,9 @@ class Services:
     capability_cache: dict[str, bytes] = field(default_factory=dict)
     # Bearer token -> AccessGrant, set when settings.auth is "on" (fhir_server/auth).
     authenticate: Authenticate | None = None
+    # Run around every write (subscriptions' matching and outbox: fhir_server/subscriptions).
+    write_hooks: WriteHooks | None = None
+    # Profiles resources are validated against when they claim them (meta.profile), and $validate.
+    profiles: ProfileRegistry = field(default_factory=ProfileRegistry)
+    # (type, id) -> canonical url of the server's own conformance resources (profiles/): read-only.
+    read_only: dict[tuple[str, str], str] = field(default_factory=dict)

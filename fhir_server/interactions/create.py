@@ -7,7 +7,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from fhir_server.errors import PreconditionFailed
-from fhir_server.interactions.common import body_resource, precheck, prepare_write, write_response
+from fhir_server.interactions.common import (
+    body_resource,
+    precheck,
+    prepare_write,
+    store,
+    write_response,
+)
 from fhir_server.interactions.conditional import find_matches, parse_criteria
 from fhir_server.interactions.context import FhirRequest, FhirResponse, Services
 from fhir_server.storage.base import StoredResource, Transaction
@@ -40,7 +46,7 @@ async def create_in(
             return WriteResult(matches[0], 200)
     id = new_id or str(uuid.uuid4())
     write = prepare_write(ctx, resource, rtype, id, 1, 0, "POST", validated=validated)
-    await tx.write(write)
+    await store(ctx, tx, write)
     return WriteResult(write.resource, 201)
 
 

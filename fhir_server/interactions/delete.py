@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+from fhir_server.conformance import check_writable
 from fhir_server.errors import PreconditionFailed
-from fhir_server.interactions.common import check_id, check_if_match, deletion, version_headers
+from fhir_server.interactions.common import (
+    check_id,
+    check_if_match,
+    deletion,
+    store,
+    version_headers,
+)
 from fhir_server.interactions.conditional import find_matches
 from fhir_server.interactions.context import FhirRequest, FhirResponse, Services
 from fhir_server.storage.base import StoredResource, Transaction
@@ -14,12 +21,13 @@ async def delete_in(
 ) -> StoredResource | None:
     """The deletion version written, or None when there was nothing to delete."""
     check_id(id)
+    check_writable(ctx.read_only, rtype, id)  # the server's own conformance resources
     current = await tx.read(rtype, id)
     check_if_match(req, current)
     if current is None or current.deleted:
         return None
     write = deletion(ctx, current)
-    await tx.write(write)
+    await store(ctx, tx, write)
     return write.resource
 
 

@@ -12,7 +12,11 @@ from fhir_server.interactions.common import check_id, http_date
 from fhir_server.interactions.context import FhirRequest, FhirResponse, Services
 from fhir_server.storage.base import HistoryEntry, HistoryQuery
 
-_KNOWN = frozenset({"_since", "_at", "_count", "_page", "_format", "_pretty", "_list"})
+_KNOWN = frozenset({"_since", "_at", "_count", "_page", "_format", "_pretty"})
+# R4 defines `_list` for history too; this server does not support it, so it is refused rather
+# than silently ignored (which would answer with the full history).
+_UNSUPPORTED = frozenset({"_list"})
+_MAX_BACK = 100  # previous links are kept for this many pages back
 
 
 def _entry(base_url: str, e: HistoryEntry) -> dict[str, Any]:
@@ -46,13 +50,22 @@ async def history(
 ) -> FhirResponse:
     params = req.params
     before: int | None = None
+    back: list[int | None] = []  # the `before` of each earlier page, the first page's is None
     token = req.param("_page")
     if token is not None:
         state = ctx.pages.verify(token)
         if state.get("p") != path:
             raise BadRequest("This page token belongs to another history", expression=["_page"])
-        params, before = [(k, v) for k, v in state["q"]], int(state["b"])
+        params = [(k, v) for k, v in state["q"]]
+        before = None if state["b"] is None else int(state["b"])
+        back = list(state.get("h", []))
     for key, _ in params:
+        if key in _UNSUPPORTED:
+            raise BadRequest(
+                f"History parameter '{key}' is not supported",
+                code="not-supported",
+                expression=[key],
+            )
         if key not in _KNOWN:
             raise BadRequest(f"Unknown history parameter '{key}'", expression=[key])
     since = at = None
@@ -74,8 +87,24 @@ async def history(
     page = await ctx.storage.history(HistoryQuery(rtype, id, since, at, count, before))
     clean = [(k, v) for k, v in params if k != "_page"]
     links = [("self", page_url(req.base_url, path, req.params))]
+    links.append(("first", page_url(req.base_url, path, clean)))
+    if token is not None and back:
+        prev_before, prev_back = back[-1], back[:-1]
+        if prev_before is None and not prev_back:
+            links.append(("previous", page_url(req.base_url, path, clean)))
+        else:
+            state = {"p": path, "q": clean, "b": prev_before, "h": prev_back}
+            links.append(
+                ("previous", page_url(req.base_url, path, [("_page", ctx.pages.sign(state))]))
+            )
     if page.next_before_seq is not None:
-        state = {"p": path, "q": clean, "b": page.next_before_seq}
+        # (a walk back stops after _MAX_BACK pages: the token stays small)
+        state = {
+            "p": path,
+            "q": clean,
+            "b": page.next_before_seq,
+            "h": [*back, before][-_MAX_BACK:],
+        }
         links.append(("next", page_url(req.base_url, path, [("_page", ctx.pages.sign(state))])))
     entries = [_entry(req.base_url, e) for e in page.entries]
     body = bundle("history", ctx.clock.now_us(), entries, links, page.total)

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+from fhir_server.conformance import check_writable
 from fhir_server.errors import BadRequest, Gone, NotFound, PreconditionFailed, UnsupportedMediaType
 from fhir_server.fhir import jsonio
 from fhir_server.fhir.jsonpatch import apply_patch
-from fhir_server.interactions.common import check_id, check_if_match, prepare_write, write_response
+from fhir_server.interactions.common import (
+    check_id,
+    check_if_match,
+    prepare_write,
+    store,
+    write_response,
+)
 from fhir_server.interactions.conditional import find_matches
 from fhir_server.interactions.context import FhirRequest, FhirResponse, Services
 from fhir_server.interactions.create import WriteResult
@@ -23,6 +30,7 @@ async def patch_in(
             )
         id = matches[0].id
     check_id(id)
+    check_writable(ctx.read_only, rtype, id)  # the server's own conformance resources
     current = await tx.read(rtype, id)
     if current is None:
         raise NotFound(f"{rtype}/{id} is not known")
@@ -35,7 +43,7 @@ async def patch_in(
     if patched.get("id") != id:
         raise BadRequest("The patch must not change the resource id")
     write = prepare_write(ctx, patched, rtype, id, current.version + 1, current.version, "PATCH")
-    await tx.write(write)
+    await store(ctx, tx, write)
     return WriteResult(write.resource, 200)
 
 

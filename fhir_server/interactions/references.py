@@ -18,6 +18,7 @@ from fhir_server.interactions.context import FhirRequest, Services
 from fhir_server.storage.base import Transaction
 
 _CONDITIONAL_REF = re.compile(r"^([A-Z][A-Za-z]+)\?(.+)$")
+_LOCAL_URN = ("urn:uuid:", "urn:oid:")  # identify entries of this Bundle only
 
 
 async def _assign_ids(
@@ -26,10 +27,23 @@ async def _assign_ids(
     mapping: dict[str, str] = {}
     new_ids: dict[int, str] = {}
     targets: dict[str, int] = {}
+    seen_urls: dict[tuple[str, object], int] = {}
     for i, (entry, sub) in enumerate(zip(entries, subs, strict=True)):
         parts = [p for p in sub.path.split("/") if p]
         rtype = parts[0] if parts else ""
         full_url = entry.get("fullUrl") if isinstance(entry, dict) else None
+        if isinstance(full_url, str):
+            # bdl-7: fullUrl is unique in a Bundle, unless the entries' versionIds differ
+            meta = sub.body.get("meta") if isinstance(sub.body, dict) else None
+            version = meta.get("versionId") if isinstance(meta, dict) else None
+            key = (full_url, version)
+            if key in seen_urls:
+                raise BadRequest(
+                    f"Bundle entries {seen_urls[key]} and {i} have the same fullUrl '{full_url}' "
+                    "(bdl-7: fullUrl must be unique in a Bundle)",
+                    expression=[f"Bundle.entry[{i}].fullUrl"],
+                )
+            seen_urls[key] = i
         ref: str | None = None
         if sub.method == "POST":
             ine = sub.header("if-none-exist")
@@ -98,6 +112,12 @@ async def rewrite_references(
                         node[key] = mapping[value]
                     elif key == "reference" and _CONDITIONAL_REF.match(value):
                         node[key] = await conditional(value)
+                    elif key == "reference" and value.startswith(_LOCAL_URN):
+                        raise BadRequest(
+                            f"Reference '{value}' matches no fullUrl of the Bundle: "
+                            "a urn:uuid or urn:oid reference must name an entry",
+                            expression=["Bundle.entry.resource"],
+                        )
                 elif isinstance(value, dict | list):
                     await walk(value)
         elif isinstance(node, list):

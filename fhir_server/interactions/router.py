@@ -5,8 +5,9 @@ The one table of what the server does lives in `capabilities.INTERACTIONS`; this
 
 from __future__ import annotations
 
+from fhir_server.auth import enforce
 from fhir_server.errors import BadRequest, MethodNotAllowed, NotFound
-from fhir_server.fhir.compartments import compartment_resource_types
+from fhir_server.fhir.compartments import compartment_params, compartment_resource_types
 from fhir_server.interactions import (
     capabilities,
     create,
@@ -78,6 +79,9 @@ async def dispatch(ctx: Services, req: FhirRequest) -> FhirResponse:
         return await _operation(ctx, req, m, head, OperationTarget())
     _check_type(ctx, head)
     rtype = head
+    # SMART: 403 when no scope grants the interaction's letters (the storage view enforces all)
+    needed = enforce.required(m, parts, req.header("if-none-exist") is not None)
+    enforce.require(ctx, needed, parts[1] if n > 1 else None)
     if n == 1:
         if m == "GET":
             return await search.search(ctx, req, rtype, (rtype,))
@@ -121,13 +125,18 @@ async def dispatch(ctx: Services, req: FhirRequest) -> FhirResponse:
         return await read.vread(ctx, req, rtype, id, parts[3])
     if third.startswith("$") and n == 3:
         return await _operation(ctx, req, m, third, OperationTarget(rtype, id))
-    if n == 3 and rtype in COMPARTMENTS:
+    is_post_search = n == 4 and parts[3] == "_search"
+    if (n == 3 or is_post_search) and rtype in COMPARTMENTS:
         target = third
-        if target != "*":
+        members = compartment_resource_types(rtype)
+        if target == "*":  # every type of the compartment (R4: [base]/Patient/[id]/*)
+            types = tuple(t for t in members if compartment_params(rtype, t))
+        else:
             _check_type(ctx, target)
-        if target not in compartment_resource_types(rtype):
-            raise BadRequest(f"{target} is not in the {rtype} compartment")
-        if m != "GET":
+            if target not in members:
+                raise BadRequest(f"{target} is not in the {rtype} compartment")
+            types = (target,)
+        if m != ("POST" if is_post_search else "GET"):
             raise _not_allowed(m, req.path)
-        return await search.search(ctx, req, f"{rtype}/{id}/{target}", (target,), (rtype, id))
+        return await search.search(ctx, req, f"{rtype}/{id}/{target}", types, (rtype, id))
     raise NotFound(f"No such path '{req.path}'")

@@ -17,11 +17,20 @@ from fhir_server.interactions.context import FhirRequest, FhirResponse, Services
 from fhir_server.interactions.subsetting import subset
 from fhir_server.interactions.terminology import resolve_terminology
 from fhir_server.search.parse import parse_search
-from fhir_server.search.query import Clause, ReferenceCriterion, SearchQuery
+from fhir_server.search.query import (
+    Clause,
+    CompartmentCriterion,
+    ReferenceCriterion,
+    SearchQuery,
+)
 from fhir_server.storage.base import StoredResource
 
 
-def _compartment_clause(ctype: str, cid: str, rtype: str) -> Clause:
+def _compartment_clause(ctype: str, cid: str, types: tuple[str, ...]) -> Clause:
+    if len(types) != 1:  # `Patient/1/*`: every type of the compartment, each by its own params
+        members = tuple((t, compartment_params(ctype, t)) for t in types)
+        return Clause((CompartmentCriterion(ctype, cid, members),))
+    rtype = types[0]
     params = compartment_params(ctype, rtype)
     if not params:
         raise NotFound(f"{rtype} is not in the {ctype} compartment")
@@ -61,7 +70,12 @@ async def search(
         else:
             after = tuple(state["c"])
     type_param = next((v for k, v in params if k == "_type"), None)
-    if type_param is not None and not types:
+    if type_param is not None and types:
+        raise BadRequest(
+            "_type applies to system-level search only; this search is of " + ",".join(types),
+            expression=["_type"],
+        )
+    if type_param is not None:
         wanted = tuple(t for t in type_param.split(",") if t)
         unknown = [t for t in wanted if t not in ctx.resource_types]
         if unknown:
@@ -75,7 +89,7 @@ async def search(
     query: SearchQuery = parsed.query
     if compartment is not None:
         ctype, cid = compartment
-        query = dataclasses.replace(query, clauses=(_compartment_clause(ctype, cid, types[0]),
+        query = dataclasses.replace(query, clauses=(_compartment_clause(ctype, cid, types),
                                                     *query.clauses))  # fmt: skip
     query = dataclasses.replace(query, after=after, before=before, snapshot=snapshot)
     query = await resolve_terminology(ctx, query)
@@ -87,11 +101,12 @@ async def search(
         text = "Ignored unknown search parameters: " + ", ".join(parsed.ignored)
         oo = operation_outcome([Issue("warning", "not-supported", text, parsed.ignored)])
         entries.append({"resource": oo, "search": {"mode": "outcome"}})
-    clean = [(k, v) for k, v in params if k != "_page"]
+    # The links carry what was applied: parameters ignored under lenient handling are left out
+    # (R4: the self link shows the parameters used), so following them needs no Prefer header.
+    clean = [(k, v) for k, v in params if k != "_page" and k not in parsed.ignored]
     self_params = req.params if token is not None else clean
     links = [("self", page_url(req.base_url, path, self_params))]
-    if token is not None:
-        links.append(("first", page_url(req.base_url, path, clean)))
+    links.append(("first", page_url(req.base_url, path, clean)))
     for relation, direction, cursor in (
         ("previous", "prev", page.prev_cursor),
         ("next", "next", page.next_cursor),

@@ -7,6 +7,7 @@ import dataclasses
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from fhir_server.auth.scoped_storage import unscoped
 from fhir_server.errors import BadRequest
 from fhir_server.fhir import jsonio
 from fhir_server.interactions.context import Services
@@ -30,14 +31,15 @@ _MAX_DEPTH = 5
 async def _find(ctx: Services, rtype: str, url: str) -> dict[str, Any] | None:
     """The current ValueSet/CodeSystem with canonical `url` (or `Type/id`), if stored."""
     stored: StoredResource | None = None
+    storage = unscoped(ctx.storage)  # the server's own look-up, not the caller's data access
     if url.startswith(f"{rtype}/"):
-        stored = await ctx.storage.read(rtype, url.split("/", 1)[1].split("|")[0])
+        stored = await storage.read(rtype, url.split("/", 1)[1].split("|")[0])
         if stored is not None and stored.deleted:
             stored = None
     else:
         canonical = url.split("|", 1)[0]
         query = SearchQuery((rtype,), (Clause((UriCriterion("url", canonical),)),), count=1)
-        page = await ctx.storage.search(query)
+        page = await storage.search(query)
         stored = page.matches[0] if page.matches else None
     return jsonio.loads(stored.body, max_depth=10_000) if stored else None
 

@@ -65,7 +65,8 @@ def entry_request(req: FhirRequest, entry: dict[str, Any], index: int) -> FhirRe
         body = _patch_body(body, index)
         headers["content-type"] = "application/json-patch+json"
     params = parse_qsl(split.query, keep_blank_values=True)
-    return FhirRequest(method, split.path.strip("/"), params, headers, body, req.base_url)
+    path = split.path.strip("/")
+    return FhirRequest(method, path, params, headers, body, req.base_url, req.grant)
 
 
 def _patch_body(resource: Any, index: int) -> Any:

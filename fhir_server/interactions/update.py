@@ -11,6 +11,7 @@ from fhir_server.interactions.common import (
     check_if_match,
     precheck,
     prepare_write,
+    store,
     write_response,
 )
 from fhir_server.interactions.conditional import find_matches
@@ -55,7 +56,7 @@ async def update_in(
         method,
         validated=validated,
     )
-    await tx.write(write)
+    await store(ctx, tx, write)
     created = current is None or current.deleted
     return WriteResult(write.resource, 201 if created else 200)
 

@@ -16,6 +16,7 @@ from fhir_server.errors import BadRequest
 from fhir_server.fhir.dates import parse_fhir_datetime_range
 from fhir_server.fhir.searchparams import SearchParamDef, SearchParamRegistry
 from fhir_server.search import values as v
+from fhir_server.search.implied import implied_system
 from fhir_server.search.query import (
     ChainCriterion,
     Clause,
@@ -49,6 +50,10 @@ RESULT_PARAMS = frozenset(
     {*RESULT_PARAMETERS, "_format", "_pretty", "_page", "_contained", "_containedType", "_type"}
 )
 UNSUPPORTED = frozenset({"_query", "_filter"})
+# Result parameters that take one value: repeating them is an error, not "the last one wins".
+_SINGLE_VALUED = frozenset(
+    {"_count", "_sort", "_total", "_summary", "_elements", "_contained", "_containedType", "_type"}
+)
 SUMMARY_VALUES = ("true", "text", "data", "count", "false")
 _MODIFIERS: dict[str, frozenset[str]] = {
     "string": frozenset({"exact", "contains", "missing"}),
@@ -153,7 +158,26 @@ def _criterion(
             raise BadRequest(f"':missing' takes true or false, not '{value}'", expression=[key])
         return Clause((MissingCriterion(name, d.type, value == "true"),))
     parts = v.split_unescaped(value, ",") if d.type != "composite" else value.split(",")
-    return Clause(tuple(_value(ctx, d, modifier, p) for p in parts))
+    values = tuple(_value(ctx, d, modifier, p) for p in parts)
+    if d.type == "token" and modifier in (None, "not") and types:
+        values = tuple(_implied(ctx, types, name, c) for c in values)
+    return Clause(values)
+
+
+def _implied(ctx: SearchContext, types: tuple[str, ...], name: str, c: Criterion) -> Criterion:
+    """`S|code` on a `code` element whose binding implies the system S: the code as stored
+    (without a system); `S|` there: any value. See search/implied.py."""
+    if not isinstance(c, TokenCriterion) or c.system is None or c.any_system:
+        return c
+    systems = set()
+    for t in types:
+        d = ctx.registry.get(t, name)
+        systems.add(implied_system(t, d.expression or "") if d is not None else None)
+    if systems != {c.system}:
+        return c
+    if c.code is None:
+        return MissingCriterion(name, "token", missing=c.negate)
+    return TokenCriterion(name, None, c.code, negate=c.negate)
 
 
 def _value(ctx: SearchContext, d: SearchParamDef, modifier: str | None, text: str) -> Criterion:
@@ -335,8 +359,15 @@ def parse_search(
     total = "none"
     summary: str | None = None
     elements: list[str] | None = None
+    seen: set[str] = set()
     for key, value in params:
         base = key.split(":", 1)[0]
+        if base in _SINGLE_VALUED:
+            if base in seen:  # which one would win is not said anywhere: refuse
+                raise BadRequest(
+                    f"Result parameter '{base}' is given more than once", expression=[base]
+                )
+            seen.add(base)
         if base == "_count":
             if not value.isdigit():
                 raise BadRequest(

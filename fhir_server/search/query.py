@@ -149,6 +149,18 @@ class ListCriterion:
 
 
 @dataclass(frozen=True, slots=True)
+class CompartmentCriterion:
+    """In the compartment `compartment_type/compartment_id` (`Patient/1/*`): a resource of type
+    T is in it when one of T's reference parameters listed in `members` (T, params) points at
+    the compartment's resource (the R4 CompartmentDefinitions). A search of one type
+    (`Patient/1/Observation`) uses ReferenceCriteria instead."""
+
+    compartment_type: str
+    compartment_id: str
+    members: tuple[tuple[str, tuple[str, ...]], ...]
+
+
+@dataclass(frozen=True, slots=True)
 class ChainCriterion:
     """`param` (a reference) points at a resource of one of `target_types` matching `inner`."""
 
@@ -191,6 +203,7 @@ Criterion = (
     | SubsumptionCriterion
     | TextCriterion
     | ListCriterion
+    | CompartmentCriterion
 )
 
 

@@ -29,8 +29,9 @@ def make_settings(tmp_path: Path, **overrides: object) -> Settings:
 
 
 @pytest.fixture
-async def client(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(make_settings(tmp_path))
+async def client(tmp_path: Path, storage_url: str | None) -> AsyncIterator[httpx.AsyncClient]:
+    # `storage_url`: SQLite, unless the module is marked `all_engines` (tests/storage/engines.py)
+    app = create_app(make_settings(tmp_path, storage=storage_url))
     async with LifespanManager(app) as manager:
         transport = httpx.ASGITransport(app=manager.app)
         async with httpx.AsyncClient(transport=transport, base_url=BASE) as c:

@@ -5,6 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
+import pytest
+
+# Run on every storage engine (tests/storage/engines.py).
+pytestmark = pytest.mark.all_engines
 
 PATIENT = {"resourceType": "Patient", "name": [{"family": "Bundle"}], "gender": "female"}
 

@@ -6,11 +6,15 @@ import asyncio
 from pathlib import Path
 
 import httpx
+import pytest
 
 from fhir_server.app import build_services
 from fhir_server.interactions.context import FhirRequest, Services
 from fhir_server.interactions.router import dispatch
 from tests.api.conftest import make_settings
+
+# Run on every storage engine (tests/storage/engines.py).
+pytestmark = pytest.mark.all_engines
 
 
 async def test_parallel_updates_without_if_match_keep_every_version(

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import httpx
+import pytest
 
 from tests.api.conftest import BASE
+
+# Run on every storage engine (tests/storage/engines.py).
+pytestmark = pytest.mark.all_engines
 
 PATIENT = {
     "resourceType": "Patient",

@@ -7,10 +7,14 @@ import sys
 from pathlib import Path
 
 import httpx
+import pytest
 from asgi_lifespan import LifespanManager
 
 from fhir_server.app import create_app
 from tests.api.conftest import BASE, make_settings
+
+# Run on every storage engine (tests/storage/engines.py).
+pytestmark = pytest.mark.all_engines
 
 MODALITY = "https://fhir-server.dev/fhir/StructureDefinition/virtual-modality"
 
@@ -39,8 +43,8 @@ async def test_profile_parameter_is_searchable(client: httpx.AsyncClient) -> Non
     assert any(p["name"] == "modality" for p in enc["searchParam"])
 
 
-async def test_stored_parameter_after_reindex(tmp_path: Path) -> None:
-    settings = make_settings(tmp_path)
+async def test_stored_parameter_after_reindex(tmp_path: Path, storage_url: str | None) -> None:
+    settings = make_settings(tmp_path, storage=storage_url)
     sp = {
         "resourceType": "SearchParameter",
         "id": "pat-nick",
@@ -62,7 +66,8 @@ async def test_stored_parameter_after_reindex(tmp_path: Path) -> None:
             assert (await c.put("SearchParameter/pat-nick", json=sp)).status_code == 201
             assert (await c.get("Patient", params={"nickname": "bob"})).status_code == 400
     done = subprocess.run(
-        [sys.executable, "-m", "fhir_server", "reindex", "--data-dir", str(settings.data_dir)],
+        [sys.executable, "-m", "fhir_server", "reindex", "--data-dir", str(settings.data_dir)]
+        + (["--storage", storage_url] if storage_url else []),
         capture_output=True,
         text=True,
         check=False,

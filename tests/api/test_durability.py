@@ -20,7 +20,7 @@ def _free_port() -> int:
 
 
 def _start(data_dir: Path, port: int) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "FHIR_SERVER_SEED": "false"}
+    env = {**os.environ, "FHIR_SERVER_SEED": "false", "FHIR_SERVER_AUTH": "off"}
     proc = subprocess.Popen(
         [
             sys.executable,

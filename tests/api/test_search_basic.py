@@ -6,6 +6,10 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
+import pytest
+
+# Run on every storage engine (tests/storage/engines.py).
+pytestmark = pytest.mark.all_engines
 
 VR = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
 LOINC = "http://loinc.org"

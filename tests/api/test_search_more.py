@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import httpx
+import pytest
+
+# Run on every storage engine (tests/storage/engines.py).
+pytestmark = pytest.mark.all_engines
 
 SCT = "http://snomed.info/sct"
 

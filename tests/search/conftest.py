@@ -60,10 +60,14 @@ class Server:
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def server(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Server]:
+async def server(
+    tmp_path_factory: pytest.TempPathFactory, module_storage_url: str
+) -> AsyncIterator[Server]:
     data_dir = tmp_path_factory.mktemp("search") / "data"
     # Dates without a zone are read in the server's zone: UTC, as the reference evaluator does.
-    app = create_app(Settings(data_dir=data_dir, seed=False, timezone="UTC"))
+    # `module_storage_url`: SQLite, or every engine in modules marked `all_engines`.
+    app = create_app(Settings(data_dir=data_dir, seed=False, timezone="UTC", auth="off",
+                              storage=module_storage_url))  # fmt: skip
     async with LifespanManager(app) as manager:
         transport = httpx.ASGITransport(app=manager.app)
         async with httpx.AsyncClient(transport=transport, base_url=BASE) as client:

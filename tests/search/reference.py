@@ -34,6 +34,8 @@ on each resource, and the values found are matched with the rules of the R4 sear
   high, eb = below the range's low. Quantity units: `n|system|code` needs that system and code;
   `n||unit` matches the code or the human unit; `n` alone matches any unit;
 * reference: `id` (any target type), `Type/id`, `param:Type=id`;
+* chains `ref[:Type].param=` (any depth): some resource the reference points at matches;
+  `_has:Type:ref:param=` (nested too): some `Type` resource whose `ref` points here matches;
 * `:missing=true` matches resources where the expression finds nothing, `false` the others.
 
 Parameter definitions come from `fhir_server.fhir.searchparams` (the R4 definitions table): only
@@ -446,10 +448,54 @@ def param_matches(
     )
 
 
-def matches(
-    registry: SearchParamRegistry, resource: dict[str, Any], params: Iterable[tuple[str, str]]
+def _points_to(value: Value, resource: dict[str, Any]) -> bool:
+    return reference_matches(value, f"{resource['resourceType']}/{resource['id']}", None)
+
+
+def _linked_matches(
+    registry: SearchParamRegistry,
+    world: list[dict[str, Any]],
+    resource: dict[str, Any],
+    key: str,
+    text: str,
 ) -> bool:
-    return all(param_matches(registry, resource, key, text) for key, text in params)
+    """One pair, with reverse chaining (`_has:Type:ref:key`, nested) and chains
+    (`ref[:Type].key`, any depth) evaluated over `world`: R4 search 3.1.1.6 and 3.1.1.7."""
+    if key.startswith("_has:"):
+        _, source, ref_param, rest = key.split(":", 3)
+        ref_def = registry.get(source, ref_param)
+        assert ref_def is not None and ref_def.expression, key
+        expression = ref_def.expression
+        return any(
+            other["resourceType"] == source
+            and any(_points_to(v, resource) for v in values_of(other, expression))
+            and _linked_matches(registry, world, other, rest, text)
+            for other in world
+        )
+    head, dot, rest = key.partition(".")
+    if not dot:
+        return param_matches(registry, resource, key, text)
+    name, _, type_modifier = head.partition(":")
+    ref_def = registry.get(resource["resourceType"], name)
+    assert ref_def is not None and ref_def.expression, key
+    refs = values_of(resource, ref_def.expression)
+    return any(
+        other["resourceType"] in (ref_def.targets if not type_modifier else (type_modifier,))
+        and any(_points_to(v, other) for v in refs)
+        and _linked_matches(registry, world, other, rest, text)
+        for other in world
+    )
+
+
+def matches(
+    registry: SearchParamRegistry,
+    resource: dict[str, Any],
+    params: Iterable[tuple[str, str]],
+    world: list[dict[str, Any]] | None = None,
+) -> bool:
+    return all(
+        _linked_matches(registry, world or [resource], resource, key, text) for key, text in params
+    )
 
 
 def search(
@@ -460,8 +506,9 @@ def search(
 ) -> set[str]:
     """The ids of the resources of `resource_type` that match every `(key, value)` of `params`."""
     params = list(params)
+    world = list(resources)
     return {
         r["id"]
-        for r in resources
-        if r["resourceType"] == resource_type and matches(registry, r, params)
+        for r in world
+        if r["resourceType"] == resource_type and matches(registry, r, params, world)
     }

@@ -76,6 +76,7 @@ def fhir_base(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     tmp = tmp_path_factory.mktemp("clients")
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("FHIR_SERVER_")}
+    env["FHIR_SERVER_AUTH"] = "off"  # these clients test search, not SMART (tests/auth does)
     root = Path(__file__).resolve().parents[2]
     log = (tmp / "server.log").open("wb")
     command = [sys.executable, "-m", "fhir_server", "serve", "--port", str(port)]

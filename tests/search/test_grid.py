@@ -44,7 +44,8 @@ from tests.search.pools import (
     V2_0203,
 )
 
-pytestmark = pytest.mark.asyncio(loop_scope="module")
+# On every storage engine (tests/storage/engines.py).
+pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.all_engines]
 
 REGISTRY = SearchParamRegistry.load_default()
 PREFIXES = ["", "eq", "ne", "gt", "lt", "ge", "le", "sa", "eb"]

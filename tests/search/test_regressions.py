@@ -12,7 +12,8 @@ import pytest
 
 from tests.search.conftest import Server
 
-pytestmark = pytest.mark.asyncio(loop_scope="module")
+# On every storage engine (tests/storage/engines.py).
+pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.all_engines]
 UCUM = "http://unitsofmeasure.org"
 
 
@@ -66,3 +67,40 @@ async def test_id_not_excludes_the_id(server: Server) -> None:
     r = await server.client.get("Patient", params={"_id:not": "p1"})
     ids = [e["resource"]["id"] for e in r.json().get("entry", ())]
     assert r.status_code == 400 or ids == ["p2"], (r.status_code, ids)
+
+
+def _coded_obs(oid: str, patient: str, code: str) -> dict[str, Any]:
+    return {
+        "resourceType": "Observation",
+        "id": oid,
+        "status": "final",
+        "code": {"coding": [{"system": "http://loinc.org", "code": code}]},
+        "subject": {"reference": f"Patient/{patient}"},
+    }
+
+
+async def test_has_applies_its_inner_criterion(server: Server) -> None:
+    """`_has:Observation:patient:code=zzz` once matched every patient with any Observation."""
+    world: list[dict[str, Any]] = [{"resourceType": "Patient", "id": p} for p in ("p1", "p2")]
+    world += [_coded_obs("o1", "p1", "8867-4"), _coded_obs("o2", "p2", "29463-7")]
+    world[-1]["encounter"] = {"reference": "Encounter/e1"}
+    world.append(
+        {
+            "resourceType": "Encounter",
+            "id": "e1",
+            "status": "finished",
+            "class": {"code": "VR"},
+            "subject": {"reference": "Patient/p2"},
+        }
+    )
+    await server.replace_all(world)
+    has = "_has:Observation:patient:code"
+    assert await server.search("Patient", [(has, "zzz")], 100) == []
+    assert await server.search("Patient", [(has, "8867-4")], 100) == ["p1"]
+    r = await server.client.get("Patient", params={has: "zzz", "_summary": "count"})
+    assert r.json()["total"] == 0
+    nested = "_has:Encounter:subject:_has:Observation:encounter:code"
+    assert await server.search("Patient", [(nested, "29463-7")], 100) == ["p2"]
+    assert await server.search("Patient", [(nested, "8867-4")], 100) == []
+    chain = "subject:Patient._has:Observation:patient:code"
+    assert await server.search("Encounter", [(chain, "zzz")], 100) == []

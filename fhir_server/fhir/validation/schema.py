@@ -16,6 +16,7 @@ from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
+from fhir_server.fhir.jsonio import ExactDecimal
 from fhir_server.fhir.structures import ElementDef, PrimitiveDef, Structures, structures
 
 # Slot kinds
@@ -96,6 +97,7 @@ class Schema:
 
 
 _NO_SCHEMA = Schema("", False)
+_DECIMALS = (Decimal, ExactDecimal)  # what jsonio.loads gives for numbers with a fraction
 
 
 def string_check(p: PrimitiveDef, codes: frozenset[str] | None, value_set: str | None) -> Check:
@@ -201,7 +203,7 @@ def primitive_check(p: PrimitiveDef) -> Check:
             # Exact types: bool is a subclass of int. Decimal is what the server's reader
             # (parse_float=Decimal) gives for numbers with a fraction, to keep their text.
             t = type(v)
-            if t is float or t is int or (t is Decimal and v.is_finite()):
+            if t is float or t is int or (t in _DECIMALS and v.is_finite()):
                 return None
             return "value", f"{name} must be a JSON number, not {json_kind(v)}"
 

@@ -108,6 +108,13 @@ def walk_object(obj: dict[str, Any], s: Schema, path: str, w: Walk) -> None:
                 break
         else:
             w.add("required", f"Missing required element '{name}'", f"{path}.{name}")
+    if s.name == "Extension" and (any(_is_value(k) for k in obj) == ("extension" in obj)):
+        w.add("invariant", "ext-1: an extension has either a value or extensions, not both", path)
+
+
+def _is_value(key: str) -> bool:
+    """`valueX`, or `_valueX` (a primitive value carried by its id or extensions only)."""
+    return key[:5] == "value" or key[:6] == "_value"
 
 
 def slow_value(obj: dict[str, Any], key: str, val: Any, slot: Slot, path: str, w: Walk) -> None:

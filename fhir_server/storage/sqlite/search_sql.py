@@ -125,25 +125,44 @@ def _pair_sorted_rows(cond: Cond | None, query: SearchQuery) -> Fragment | None:
 
 
 def _sorted(
-    driver: Cond | None, where: str, params: list[object], query: SearchQuery, backwards: bool
+    driver: Cond | None,
+    where: str,
+    params: list[object],
+    query: SearchQuery,
+    backwards: bool,
+    snapshot: int,
+    bare: bool,
 ) -> Fragment:
+    """`bare`: the driver alone decides (index rows of live resources, no probes), so the page is
+    cut from its pks without visiting a resources row per candidate."""
+    # Two steps: order and cut the page on (pk, sort keys) alone, then join the page's bodies,
+    # so a broad match never drags every body through the sorter.
     paired = _pair_sorted_rows(driver, query)
-    sort_params: list[object] = []
-    if paired is not None:
-        # Two steps: order and cut the page on (pk, sort keys) alone, then join the page's
-        # bodies, so a broad match never drags every body through the sorter.
-        inner = f"SELECT p.pk AS pk, p.s0 AS s0 FROM ({paired[0]}) p JOIN resources r ON r.pk = p.pk WHERE {where}"
-        sort_params = paired[1]
+    inner_params: list[object]
+    if paired is not None and bare:
+        inner = f"SELECT p.pk AS pk, p.s0 AS s0 FROM ({paired[0]}) p WHERE p.pk <= ?"
+        inner_params = [*paired[1], snapshot]
+    elif paired is not None:
+        inner = (
+            f"SELECT p.pk AS pk, p.s0 AS s0 FROM ({paired[0]}) p "
+            f"JOIN resources r ON r.pk = p.pk WHERE {where}"
+        )
+        inner_params = [*paired[1], *params]
+    elif not query.sort and bare and driver is not None and driver.driver is not None:
+        inner = f"SELECT DISTINCT x.pk AS pk FROM ({driver.driver[0]}) x WHERE x.pk <= ?"
+        inner_params = [*driver.driver[1], snapshot]
     else:
         if driver is not None and driver.driver is not None:
             where = f"r.pk IN ({driver.driver[0]}) AND {where}"
             params = [*driver.driver[1], *params]
         sort_cols: list[str] = []
+        inner_params = []
         for i, key in enumerate(query.sort):
             expr, p = _sort_expr(key)
             sort_cols.append(f", {expr} AS s{i}")
-            sort_params.extend(p)
+            inner_params.extend(p)
         inner = f"SELECT r.pk AS pk{''.join(sort_cols)} FROM resources r WHERE {where}"
+        inner_params += params
     outer_where = "1"
     outer_params: list[object] = []
     # A previous page is read in reverse order from its end, then turned around.
@@ -161,7 +180,7 @@ def _sorted(
         f"SELECT d.pk AS pk, r.type, r.id, r.version, r.last_updated, h.body{keys} "
         f"FROM ({page}) d JOIN resources r ON r.pk = d.pk {_FROM_HISTORY} ORDER BY {order}"
     )
-    return sql, [*sort_params, *params, *outer_params, query.count + 1]
+    return sql, [*inner_params, *outer_params, query.count + 1]
 
 
 def _count(
@@ -199,7 +218,8 @@ def run_search(conn: sqlite3.Connection, query: SearchQuery) -> SearchPage:
     if not query.sort and driver is not None and driver.driver is not None and driver.streams:
         sql, all_params = _streamed(driver.driver, where, params, query, backwards)
     else:
-        sql, all_params = _sorted(driver, where, params, query, backwards)
+        bare = driver is not None and driver.live_only and probe[0] == "1"
+        sql, all_params = _sorted(driver, where, params, query, backwards, snapshot, bare)
     rows = conn.execute(sql, all_params).fetchall() if query.count > 0 else []
 
     more = len(rows) > query.count

@@ -16,6 +16,7 @@ from fhir_server.fhir.paired_index import PAIRED_DATE, PAIRED_REFERENCES, PAIRED
 from fhir_server.search.query import (
     ChainCriterion,
     Clause,
+    CompartmentCriterion,
     CompositeCriterion,
     Criterion,
     DateCriterion,
@@ -138,6 +139,9 @@ class Cond:
     streams: bool = False  # the driver's index yields its rows in pk order
     # For a paired driver: its condition on idx_pair, whose rows also carry the date to sort on.
     pair_rows: Fragment | None = None
+    # The driver reads index rows only, which exist for current, undeleted resources alone: with
+    # no probes, its pks need no check against the resources table.
+    live_only: bool = False
 
 
 # Counts the rows of a driver up to a bound; used to pick the narrowest driver.
@@ -306,7 +310,7 @@ class CriteriaCompiler:
             " AND ".join(p[0] for p in probes),
             [x for p in probes for x in p[1]],
         )
-        return Cond(probe, driver, 0, pair_rows=rows), consumed
+        return Cond(probe, driver, 0, pair_rows=rows, live_only=True), consumed
 
     def where(self, clauses: tuple[Clause, ...]) -> Fragment:
         """One boolean expression on the row alias: the driver as `pk IN (...)`, then the probes."""
@@ -341,7 +345,7 @@ class CriteriaCompiler:
             f"SELECT pk FROM {table} WHERE {tsql} AND param = ? AND {cond}",
             [*tparams, param, *params],
         )
-        return Cond(probe, driver, _RANK[rank], streams)
+        return Cond(probe, driver, _RANK[rank], streams, live_only=True)
 
     def _resource_cond(self, cond_on: Callable[[str], Fragment], rank: str) -> Cond:
         """A condition on the resource row itself (id, lastUpdated)."""
@@ -406,7 +410,7 @@ class CriteriaCompiler:
             case TokenSetCriterion():
                 return self._token_set(c)
             case TextCriterion(field=f, query=q):
-                fts = "SELECT rowid FROM fts WHERE fts MATCH ?"
+                fts = "SELECT rowid AS pk FROM fts WHERE fts MATCH ?"  # a driver yields `pk`
                 return Cond(
                     (f"{self.alias}.pk IN ({fts})", [fts_query(f, q)]),
                     (fts, [fts_query(f, q)]),
@@ -414,7 +418,25 @@ class CriteriaCompiler:
                 )
             case ListCriterion(list_id=list_id):
                 return self._list(list_id)
+            case CompartmentCriterion():
+                return self._compartment(c)
         raise AssertionError(f"unsupported criterion {c!r}")
+
+    def _compartment(self, c: CompartmentCriterion) -> Cond:
+        """Rows of idx_reference pointing at the compartment's resource from one of the member
+        parameters of the referring resource's type (index idx_reference_any)."""
+        members: list[str] = []
+        params: list[object] = [c.compartment_id, c.compartment_type]
+        for rtype, names in c.members:
+            members.append(f"(x.type = ? AND x.param IN ({','.join('?' * len(names))}))")
+            params += [rtype, *names]
+        cond = "x.target_id = ? AND x.target_type = ? AND (" + " OR ".join(members or ["0"]) + ")"
+        probe: Fragment = (
+            f"EXISTS (SELECT 1 FROM idx_reference x WHERE x.pk = {self.alias}.pk AND {cond})",
+            params,
+        )
+        driver: Fragment = (f"SELECT x.pk AS pk FROM idx_reference x WHERE {cond}", params)
+        return Cond(probe, driver, _RANK["reference"])
 
     def _list(self, list_id: str) -> Cond:
         items = (
@@ -526,7 +548,8 @@ class CriteriaCompiler:
         """
         alias = f"h{self.depth + 1}"
         inner = CriteriaCompiler((c.source_type,), alias, self.depth + 1)
-        _, inner_probe = inner.plan(c.inner)
+        probes = [inner.clause(clause).probe for clause in c.inner]  # every clause: no driver
+        inner_probe = (" AND ".join(p[0] for p in probes) or "1", [x for p in probes for x in p[1]])
         a = self.alias
         sql = (
             f"EXISTS (SELECT 1 FROM idx_reference ref JOIN resources {alias} ON {alias}.pk = ref.pk "
