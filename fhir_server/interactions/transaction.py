@@ -54,7 +54,7 @@ def entry_request(req: FhirRequest, entry: dict[str, Any], index: int) -> FhirRe
     base = req.base_url.rstrip("/") + "/"
     if url.startswith(base):
         url = url[len(base) :]
-    elif "://" in url:
+    elif "://" in url.split("?", 1)[0]:  # an absolute URL elsewhere; a query may hold "://"
         raise BadRequest(f"Bundle entry {index} url '{url}' is not on this server")
     split = urlsplit(url)
     headers = {h: str(request[f]) for f, h in _HEADER_FIELDS.items() if request.get(f)}

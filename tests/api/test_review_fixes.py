@@ -373,3 +373,21 @@ async def test_malformed_resources_are_refused(
     )
     assert r.status_code == status, r.text
     assert r.json()["resourceType"] == "OperationOutcome"
+
+
+async def test_batch_entry_url_may_carry_a_system_url_in_its_query(
+    client: httpx.AsyncClient,
+) -> None:
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "batch",
+        "entry": [
+            {"request": {"method": "GET", "url": "Observation?code=http://loinc.org|8867-4"}},
+            {"request": {"method": "GET", "url": "http://elsewhere.example/fhir/Patient/1"}},
+        ],
+    }
+    r = await client.post("", json=bundle)
+    assert r.status_code == 200
+    statuses = [e["response"]["status"] for e in r.json()["entry"]]
+    assert statuses[0].startswith("200")
+    assert statuses[1].startswith("400")

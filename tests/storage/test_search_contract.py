@@ -24,6 +24,7 @@ from fhir_server.fhir.index_values import (
 from fhir_server.search.query import (
     ChainCriterion,
     Clause,
+    CompartmentCriterion,
     CompositeCriterion,
     Criterion,
     DateCriterion,
@@ -275,6 +276,23 @@ FILTER_CASES: dict[str, tuple[SearchQuery, set[str]]] = {
     "text": (q(["Patient"], [TextCriterion("narrative", "anna")]), {"p1", "p3"}),
     "text-prefix-and": (q(["Patient"], [TextCriterion("narrative", "ann smi")]), {"p1"}),
     "text-or": (q(["Patient"], [TextCriterion("narrative", "bob OR test")]), {"p2", "p3"}),
+    "compartment": (
+        q(
+            ["Observation", "RiskAssessment", "List"],
+            [
+                CompartmentCriterion(
+                    "Patient",
+                    "p1",
+                    (("Observation", ("subject", "performer")), ("List", ("item",))),
+                )
+            ],
+        ),
+        {"o1", "o3"},
+    ),
+    "compartment-list-member": (
+        q(["List"], [CompartmentCriterion("Patient", "p2", (("List", ("item",)),))]),
+        {"l1"},
+    ),
     "list": (q(["Patient"], [ListCriterion("l1")]), {"p2", "p3"}),
     "list-unknown": (q(["Patient"], [ListCriterion("nope")]), set()),
     "system-level": (q([], [IdCriterion(("p1", "o1"))]), {"p1", "o1"}),

@@ -16,6 +16,7 @@ from typing import Any
 from fhir_server.search.query import (
     ChainCriterion,
     Clause,
+    CompartmentCriterion,
     CompositeCriterion,
     Criterion,
     DateCriterion,
@@ -244,6 +245,16 @@ class CriteriaCompiler:
             case ListCriterion(list_id=list_id):
                 items = await self.refs({"_id": resource_key("List", list_id)}, "item")
                 return _targets_filter(items, self.types)
+            case CompartmentCriterion(compartment_type=ct, compartment_id=ci, members=members):
+                # of type T and pointing at the compartment's resource from one of T's members
+                ors: list[Filter] = [
+                    {
+                        "t": rtype,
+                        "rf": {"$elemMatch": {"p": {"$in": list(names)}, "ri": ci, "rt": ct}},
+                    }
+                    for rtype, names in members
+                ]
+                return any_of(ors)
         raise AssertionError(f"unsupported criterion {c!r}")
 
     def _token(self, c: TokenCriterion) -> Filter:
