@@ -36,7 +36,7 @@ from bench.client import Connection
 from bench.data import bundle_set, read_bundle
 from bench.loadgen import Op, closed_loop
 from bench.server import Server
-from bench.synthetic_rpm import CATEGORY, VITALS
+from bench.synthetic_rpm import VITALS, reading
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -56,25 +56,10 @@ def _services(data_dir: Path) -> Any:
 
 
 def rpm_observation(rnd: random.Random, pid: str) -> dict[str, Any]:
-    code, unit, lo, hi = rnd.choice(VITALS)
     day = date(2025, 1, 1) + timedelta(days=rnd.randrange(365))
     sec = rnd.randrange(86400)
     when = f"{day.isoformat()}T{sec // 3600:02d}:{sec // 60 % 60:02d}:{sec % 60:02d}Z"
-    return {
-        "resourceType": "Observation",
-        "status": "final",
-        "category": [CATEGORY],
-        "code": {"coding": [{"system": LOINC, "code": code}]},
-        "subject": {"reference": f"Patient/{pid}"},
-        "device": {"reference": f"Device/rpm-{pid}"},
-        "effectiveDateTime": when,
-        "valueQuantity": {
-            "value": round(rnd.uniform(lo, hi), 1),
-            "unit": unit,
-            "system": "http://unitsofmeasure.org",
-            "code": unit,
-        },
-    }
+    return reading(rnd, pid, f"rpm-{pid}", when)
 
 
 async def build(data_dir: Path, patients: int | None, observations: int) -> None:

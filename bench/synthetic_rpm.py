@@ -36,19 +36,16 @@ CATEGORY = {
 }
 
 
-def observation(rnd: random.Random, patients: int) -> dict[str, Any]:
-    p = rnd.randrange(patients)
+def reading(rnd: random.Random, patient: str, device: str, when: str) -> dict[str, Any]:
+    """One vital-sign reading of a random kind, taken by `device` from `patient` at `when`."""
     code, unit, lo, hi = rnd.choice(VITALS)
-    day, sec = rnd.randrange(365), rnd.randrange(86400)
-    month, dom = 1 + day // 31 % 12, 1 + day % 28
-    when = f"2025-{month:02d}-{dom:02d}T{sec // 3600:02d}:{sec // 60 % 60:02d}:{sec % 60:02d}Z"
     return {
         "resourceType": "Observation",
         "status": "final",
         "category": [CATEGORY],
         "code": {"coding": [{"system": "http://loinc.org", "code": code}]},
-        "subject": {"reference": f"Patient/p{p}"},
-        "device": {"reference": f"Device/d{p}"},
+        "subject": {"reference": f"Patient/{patient}"},
+        "device": {"reference": f"Device/{device}"},
         "effectiveDateTime": when,
         "valueQuantity": {
             "value": round(rnd.uniform(lo, hi), 1),
@@ -57,6 +54,14 @@ def observation(rnd: random.Random, patients: int) -> dict[str, Any]:
             "code": unit,
         },
     }
+
+
+def observation(rnd: random.Random, patients: int) -> dict[str, Any]:
+    p = rnd.randrange(patients)
+    day, sec = rnd.randrange(365), rnd.randrange(86400)
+    month, dom = 1 + day // 31 % 12, 1 + day % 28
+    when = f"2025-{month:02d}-{dom:02d}T{sec // 3600:02d}:{sec // 60 % 60:02d}:{sec % 60:02d}Z"
+    return reading(rnd, f"p{p}", f"d{p}", when)
 
 
 async def build(data_dir: Path, count: int, patients: int) -> None:

@@ -17,8 +17,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, Response
 
 from fhir_server.api import fhir_routes
-from fhir_server.auth.grant import AccessGrant
-from fhir_server.errors import FhirError, Forbidden, NotFound, Unauthorized, information_outcome
+from fhir_server.errors import FhirError, Forbidden, NotFound, information_outcome
 from fhir_server.export import job as jobs
 from fhir_server.export.job import ExportJob
 from fhir_server.export.manifest import manifest, progress
@@ -32,19 +31,8 @@ router = APIRouter(include_in_schema=False)
 NDJSON = "application/fhir+ndjson"
 
 
-async def _grant(services: Services, request: Request) -> AccessGrant | None:
-    if services.authenticate is None:
-        return None
-    try:
-        return await services.authenticate(request.headers.get("authorization"))
-    except Unauthorized as err:
-        if not any(k.lower() == "www-authenticate" for k in err.headers):
-            err.headers["WWW-Authenticate"] = 'Bearer realm="fhir"'
-        raise
-
-
 async def _job(services: Services, request: Request, job_id: str) -> ExportJob:
-    grant = await _grant(services, request)
+    grant = await fhir_routes.authenticate(services, request, f"$export-status/{job_id}")
     job = await jobs.load(services.storage, job_id, now_us())
     if job is None:
         raise NotFound(f"No export '{job_id}' (unknown, cancelled or expired)")
