@@ -8,7 +8,9 @@ OAuth endpoints answer OAuth JSON (RFC 6749 §5.2), not OperationOutcome. When s
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
+from urllib.parse import unquote_plus
 
 import orjson
 from fastapi import APIRouter, Request
@@ -161,6 +163,21 @@ def _patient_directory(request: Request) -> tuple[Any, Any]:
     return exists, listing
 
 
+def _encounter_subject(request: Request) -> Callable[[str], Awaitable[str | None]]:
+    services: Services = request.app.state.services
+
+    async def subject(eid: str) -> str | None:
+        """The Encounter's subject reference ("" when it has none), None when it is unknown."""
+        found = await services.storage.read("Encounter", eid)
+        if found is None or found.deleted or not found.body:
+            return None
+        doc = orjson.loads(found.body)
+        ref = (doc.get("subject") or {}).get("reference") if isinstance(doc, dict) else None
+        return ref if isinstance(ref, str) else ""
+
+    return subject
+
+
 async def _authorize(request: Request, form: list[tuple[str, str]]) -> Response:
     srv = _srv(request)
     cookie = request.cookies.get(authorize.COOKIE)
@@ -274,7 +291,11 @@ async def launch(request: Request) -> Response:
             params = dict(await _form(request))
         exists, _ = _patient_directory(request)
         doc = await endpoints.create_launch(
-            srv, params, request.headers.get("authorization"), exists
+            srv,
+            params,
+            request.headers.get("authorization"),
+            exists,
+            encounter_subject=_encounter_subject(request),
         )
     except _NoAuthServer:
         return _not_found()
@@ -286,15 +307,56 @@ async def launch(request: Request) -> Response:
 # logging --------------------------------------------------------------------------------------------
 
 
+# Query parameters whose values never reach a log line, whatever the path.
+SENSITIVE_PARAMS = frozenset(
+    {
+        "access_token",
+        "id_token",
+        "refresh_token",
+        "token",
+        "code",
+        "code_verifier",
+        "client_secret",
+        "client_assertion",
+        "assertion",
+        "password",
+        "launch",
+        "state",
+        "_csrf",
+        "csrf_token",
+        "api_key",
+        "apikey",
+    }
+)
+
+
+def redact_path(path: str) -> str:
+    """A request path for the access log: /auth URLs lose their query; elsewhere the values of
+    sensitive parameters (access_token, code, client_secret, ...) become `REDACTED`."""
+    base, sep, query = path.partition("?")
+    if not sep:
+        return path
+    if base.startswith("/auth/"):
+        return base + "?…"
+    parts = []
+    for part in query.split("&"):
+        name, eq, _ = part.partition("=")
+        if eq and unquote_plus(name).strip().lower() in SENSITIVE_PARAMS:
+            part = f"{name}=REDACTED"
+        parts.append(part)
+    return f"{base}?{'&'.join(parts)}"
+
+
 class _AuthQueryFilter(logging.Filter):
-    """uvicorn's access log prints the path with its query: drop the query of /auth URLs."""
+    """uvicorn's access log prints the path with its query: drop the query of /auth URLs and
+    redact sensitive parameters (a token sent as ?access_token=) of every other URL."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         args = record.args
         if isinstance(args, tuple) and len(args) >= 3 and isinstance(args[2], str):
             path = args[2]
-            if path.startswith("/auth/") and "?" in path:
-                record.args = (*args[:2], path.split("?", 1)[0] + "?…", *args[3:])
+            if "?" in path:
+                record.args = (*args[:2], redact_path(path), *args[3:])
         return True
 
 

@@ -59,7 +59,8 @@ async def export_status(request: Request, job_id: str) -> Response:
             return Response(status_code=202, headers={"X-Progress": progress(job),
                                                       "Retry-After": retry})  # fmt: skip
         headers = {"Expires": http_date(job.expires or now_us())}
-        body = manifest(job, fhir_routes.base_url(services, request))
+        body = manifest(job, fhir_routes.base_url(services, request),
+                        requires_access_token=services.authenticate is not None)  # fmt: skip
         return _json(200, body, headers, "application/json")
     except FhirError as err:
         return fhir_routes.error_response(err)

@@ -72,7 +72,15 @@ async def to_fhir_request(services: Services, request: Request, path: str) -> Fh
         elif request.method != "POST" or not is_search:
             raise BadRequest("The request has no body")
     headers = {k.lower(): v for k, v in request.headers.items()}
-    return FhirRequest(request.method, path, params, headers, body, base_url(services, request))
+    return FhirRequest(
+        request.method,
+        path,
+        params,
+        headers,
+        body,
+        base_url(services, request),
+        raw_query=request.url.query,
+    )
 
 
 def to_response(resp: FhirResponse, media_type: str, head: bool = False) -> Response:

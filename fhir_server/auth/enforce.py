@@ -42,7 +42,8 @@ Rules (SMART App Launch 2.2, scopes-and-launch-context.html):
 * Writes: the version replaced (update, patch, delete) must be reachable with the write's letter,
   and the version written (create, update, patch) must match the letter's rules, checked inside the
   storage transaction after the write, so a refused write (403) rolls back with everything else in
-  that transaction. A delete of a resource outside the grant's reach writes nothing (204).
+  that transaction. An update, patch or delete of a resource outside the grant's reach answers
+  404 (as a read does); a conditional delete matching nothing reachable answers 204 (R4).
 * The signed-in user's own resource (`grant.fhir_user`, when `fhirUser` was granted) can always
   be read (read, vread, instance history): SMART's id_token names it for the app to read.
 * Granular scope queries that do not parse (unknown parameter, bad value) match nothing.
@@ -206,20 +207,42 @@ class Policy:
         return any(x in s.letters for s in self.scopes for x in letters)
 
 
-def forbidden(resource_type: str | None, letter: str) -> Forbidden:
+def scope_family(policy: Policy | None) -> str:
+    """The context (patient, user, system) of the grant's scopes, for hints naming a scope the
+    token could have had: that of its resource scopes, else patient when a patient is in
+    context, system without a user, user otherwise."""
+    if policy is None:
+        return "user"
+    contexts = [s.context for s in policy.scopes]
+    if contexts:
+        return max(dict.fromkeys(contexts), key=contexts.count)
+    grant = policy.grant
+    if grant.patient:
+        return "patient"
+    return "user" if grant.subject else "system"
+
+
+def insufficient_scope(message: str) -> Forbidden:
+    """403 with `WWW-Authenticate: Bearer error="insufficient_scope"` (RFC 6750 §3.1)."""
+    safe = message.replace("\\", "").replace('"', "'")
+    header = f'Bearer realm="fhir", error="insufficient_scope", error_description="{safe}"'
+    return Forbidden(message, headers={"WWW-Authenticate": header})
+
+
+def forbidden(resource_type: str | None, letter: str, policy: Policy | None = None) -> Forbidden:
     what = LETTER_NAMES.get(letter, letter)
     target = resource_type or "this server's resources"
-    example = f"user/{resource_type or '*'}.{letter}"
-    return Forbidden(
+    example = f"{scope_family(policy)}/{resource_type or '*'}.{letter}"
+    return insufficient_scope(
         f"The access token's scopes do not permit {what} of {target} (needs e.g. {example})"
     )
 
 
-def forbidden_link(what: str, types: Iterable[str]) -> Forbidden:
+def forbidden_link(what: str, types: Iterable[str], policy: Policy | None = None) -> Forbidden:
     names = ", ".join(types)
-    return Forbidden(
+    return insufficient_scope(
         f"The access token's scopes do not permit searching {names}, which {what} reaches "
-        f"(needs e.g. user/{names.split(', ')[0]}.s)"
+        f"(needs e.g. {scope_family(policy)}/{names.split(', ')[0]}.s)"
     )
 
 
@@ -266,7 +289,7 @@ def require(ctx: Services, needed: tuple[str, str] | None, id: str | None = None
         return
     for letter in letters:
         if not storage.enforcer.policy.access(resource_type, letter).covered:
-            raise forbidden(resource_type, letter)
+            raise forbidden(resource_type, letter, policy)
 
 
 def _compartment_clause(resource_type: str, patient: str) -> Clause:
@@ -397,7 +420,7 @@ class Enforcer:
         if isinstance(c, HasCriterion):
             what = f"_has:{c.source_type}:{c.param}"
             if not self.policy.access(c.source_type, "s").covered:
-                raise forbidden_link(what, (c.source_type,))
+                raise forbidden_link(what, (c.source_type,), self.policy)
             inner = await self.restrict_links(c.inner, searcher)
             extra = await self._link_rules(c.source_type, what)
             if extra is None:
@@ -408,14 +431,14 @@ class Enforcer:
         if isinstance(c, ListCriterion):  # `_list=id`: the List's items, so reading the List
             access = self.policy.access_any("List", "rs")
             if not access.covered:
-                raise forbidden_link("_list", ("List",))
+                raise forbidden_link("_list", ("List",), self.policy)
             found = await reachable_ids(self, searcher, "List", [c.list_id], access)
             return (c,) if c.list_id in found else (NOTHING,)
         if isinstance(c, ChainCriterion):
             what = f"the chained parameter {c.param}"
             covered = [t for t in c.target_types if self.policy.access(t, "s").covered]
             if not covered:
-                raise forbidden_link(what, c.target_types)
+                raise forbidden_link(what, c.target_types, self.policy)
             inner = await self.restrict_links(c.inner, searcher)
             open_types: list[str] = []
             confined: list[Criterion] = []

@@ -17,6 +17,7 @@ from fhir_server.errors import NotFound
 from fhir_server.fhir.index_values import IndexValue
 from fhir_server.search.query import Clause, IdCriterion, SearchQuery
 from fhir_server.storage.base import (
+    HistoryEntry,
     HistoryPage,
     HistoryQuery,
     JsonDoc,
@@ -119,7 +120,7 @@ async def _search(
     accesses = {t: policy.access_any(t, letters) for t in types}
     covered = [t for t in types if accesses[t].covered]
     if strict and not covered:
-        raise forbidden(types[0] if len(types) == 1 else None, letters)
+        raise forbidden(types[0] if len(types) == 1 else None, letters, policy)
     plans = {t: await enforcer.plan(t, accesses[t]) for t in covered if accesses[t].rules}
     kept = tuple(t for t, plan in plans.items() if not plan.nothing)
     if not kept:
@@ -232,17 +233,41 @@ class ScopedStorage:
             return await self.inner.history(query)
         elif not policy.covers_some_type("s"):
             raise self._forbidden_all("s")
-        page = await self.inner.history(query)
-        current = [e.resource for e in page.entries]
-        visible = await filter_resources(self.enforcer, self.inner, current, "s")
-        keep = {(r.resource_type, r.id) for r in visible}
-        entries = [e for e in page.entries if (e.resource.resource_type, e.resource.id) in keep]
-        return HistoryPage(entries, page.next_before_seq, None)
+        return await self._filtered_history(query)
+
+    async def _filtered_history(self, query: HistoryQuery) -> HistoryPage:
+        """History filtered after paging, topped up from the following pages so that a page is
+        filled (never more than `_count`: a top-up asks for no more entries than are missing)
+        and never empty while older entries remain. Top-ups stop after MAX_TOP_UP_ROUNDS pages
+        once the page has something."""
+        if query.count <= 0:
+            return HistoryPage([], (await self.inner.history(query)).next_before_seq, None)
+        entries: list[HistoryEntry] = []
+        cursor = query.before_seq
+        top_ups = 0
+        while True:
+            want = query.count - len(entries) if entries else query.count
+            top_ups += 1 if entries else 0
+            page = await self.inner.history(
+                dataclasses.replace(query, count=want, before_seq=cursor)
+            )
+            current = [e.resource for e in page.entries]
+            visible = await filter_resources(self.enforcer, self.inner, current, "s")
+            keep = {(r.resource_type, r.id) for r in visible}
+            entries += [
+                e for e in page.entries if (e.resource.resource_type, e.resource.id) in keep
+            ]
+            cursor = page.next_before_seq
+            if cursor is None or len(entries) >= query.count:
+                break
+            if top_ups >= MAX_TOP_UP_ROUNDS:
+                break
+        return HistoryPage(entries, cursor, None)
 
     def _forbidden_all(self, letter: str) -> Exception:
         from fhir_server.auth.enforce import forbidden
 
-        return forbidden(None, letter)
+        return forbidden(None, letter, self.enforcer.policy)
 
     async def search(self, query: SearchQuery) -> SearchPage:
         # System-wide (no type named) with nothing covered: 403. A named type no scope covers
@@ -315,8 +340,10 @@ class ScopedTransaction:
             return stored
         ids = await reachable_ids(self.enforcer, self.inner, resource_type, [id], access)
         if id not in ids:
+            # update, patch and delete of a resource outside the grant answer 404 like reads,
+            # so that existence does not leak (a delete would otherwise "succeed" with 204)
             self._hidden.add((resource_type, id))
-            return None
+            raise NotFound(f"{resource_type}/{id} is not known")
         return stored
 
     async def search(self, query: SearchQuery) -> SearchPage:
@@ -333,7 +360,7 @@ class ScopedTransaction:
         policy = self.enforcer.policy
         access = policy.access(rtype, letter)
         if not access.covered:
-            raise forbidden(rtype, letter)
+            raise forbidden(rtype, letter, policy)
         if (rtype, id) in self._hidden:
             raise NotFound(f"{rtype}/{id} is not known")
         if access.unrestricted:
@@ -346,20 +373,22 @@ class ScopedTransaction:
                 if id in await reachable_ids(
                     self.enforcer, self.inner, rtype, [id], policy.access_any(rtype, "cruds")
                 ):
-                    raise forbidden(rtype, letter)
+                    raise forbidden(rtype, letter, policy)
                 raise NotFound(f"{rtype}/{id} is not known")
         await self.inner.write(write)
         if res.deleted:
             return
         if id not in await reachable_ids(self.enforcer, self.inner, rtype, [id], access):
-            from fhir_server.errors import Forbidden
+            from fhir_server.auth.enforce import insufficient_scope
 
             where = (
                 " (outside the patient in context's compartment)"
                 if any(r.patient for r in access.rules)
                 else ""
             )
-            raise Forbidden(f"The access token's scopes do not permit writing this {rtype}{where}")
+            raise insufficient_scope(
+                f"The access token's scopes do not permit writing this {rtype}{where}"
+            )
 
     async def put_record(self, kind: str, key: str, doc: JsonDoc) -> None:
         await self.inner.put_record(kind, key, doc)

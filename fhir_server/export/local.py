@@ -1,9 +1,14 @@
 """`fhir-server export`: a system-level export straight from the store into a folder, with a
 progress bar; the same parameters, plan and NDJSON writer as `$export`, no HTTP and no job record.
-Writes `<Type>-<n>.ndjson` files and a `manifest.json` (file names relative to the folder)."""
+Writes `<Type>-<n>.ndjson` files and a `manifest.json` (file names relative to the folder).
+
+The manifest of a local export has no kick-off URL to report: its `request` (required by the IG)
+is the equivalent command line, `fhir-server export --type ... --out DIR` (store options left
+out: a MongoDB URI may hold a password), and `requiresAccessToken` is false (local files)."""
 
 from __future__ import annotations
 
+import shlex
 import uuid
 from pathlib import Path
 from typing import Any
@@ -23,6 +28,22 @@ from fhir_server.interactions.context import Services
 LOCAL_BASE = "http://localhost/fhir"
 
 
+_FLAGS = {
+    "_type": "--type",
+    "_since": "--since",
+    "_until": "--until",
+    "_typeFilter": "--type-filter",
+}
+
+
+def cli_request(pairs: list[tuple[str, str]], out: Path) -> str:
+    """The manifest's `request` for a local export: the command line that asks for it."""
+    words = ["fhir-server", "export"]
+    for name, value in pairs:
+        words += [_FLAGS.get(name, f"--{name}"), value]
+    return shlex.join([*words, "--out", str(out)])
+
+
 async def export_to_folder(
     services: Services,
     out: Path,
@@ -36,11 +57,10 @@ async def export_to_folder(
     out.mkdir(parents=True, exist_ok=True)
     params = parse_kickoff("system", pairs, lenient=False,
                            search=search_context(services, LOCAL_BASE))  # fmt: skip
-    query = "&".join(f"{k}={v}" for k, v in pairs)
     job = ExportJob(
         id=uuid.uuid4().hex,
         level="system",
-        request=f"{LOCAL_BASE}/$export" + (f"?{query}" if query else ""),
+        request=cli_request(pairs, out),
         base_url=LOCAL_BASE,
         params=params,
         created=now_us(),
@@ -59,7 +79,7 @@ async def export_to_folder(
         await execute(services, job, files, checkpoint,
                       page_size=services.settings.export_page_size, settle_s=0.0,
                       progress=bar.update)  # fmt: skip
-    doc = manifest(job, "")
+    doc = manifest(job, "", requires_access_token=False)
     for entry in [*doc["output"], *doc["error"]]:
         entry["url"] = entry["url"].rsplit("/", 1)[-1]
     (out / "manifest.json").write_bytes(jsonio.dumps(doc))

@@ -16,13 +16,14 @@ def _entry(base_url: str, job_id: str, f: OutputFile) -> dict[str, Any]:
     return {"type": f.type, "url": file_url(base_url, job_id, f.name), "count": f.count}
 
 
-def manifest(job: ExportJob, base_url: str) -> dict[str, Any]:
-    """The IG's completion manifest; `requiresAccessToken` is always true: the file URLs are
-    served by this server behind the same authorization as the FHIR API."""
+def manifest(job: ExportJob, base_url: str, *, requires_access_token: bool) -> dict[str, Any]:
+    """The IG's completion manifest. `requires_access_token`: whether the file URLs need the
+    access token, i.e. whether this server's authorization is on (the files are served behind
+    the same authorization as the FHIR API); False for local files (`fhir-server export`)."""
     return {
         "transactionTime": to_instant_text(job.transaction_time or job.created),
         "request": job.request,
-        "requiresAccessToken": True,
+        "requiresAccessToken": requires_access_token,
         "output": [_entry(base_url, job.id, f) for f in job.files if f.count],
         "error": [_entry(base_url, job.id, f) for f in job.errors],
     }

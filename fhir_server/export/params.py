@@ -4,8 +4,10 @@ Parameters come from the query string (GET or POST) and from a `Parameters` body
 the server does not support (an unknown parameter, an output format, an `includeAssociatedData`
 code, a type outside the Patient compartment at patient level) is a 400 naming it, unless the
 client sent `Prefer: handling=lenient`: then it is ignored and reported as a warning in the
-manifest's `error` OperationOutcome file. Malformed values of supported parameters (`_since`, a
-`_typeFilter` query) are always a 400: ignoring them would silently widen the export.
+manifest's `error` OperationOutcome file. A `_typeFilter` query that uses a search parameter or
+modifier the server does not support is such a value: under lenient handling that whole query is
+not applied (see `parse_type_filter`). Malformed values of supported parameters (`_since`, a
+`_typeFilter` query that does not parse) are always a 400.
 """
 
 from __future__ import annotations
@@ -248,7 +250,9 @@ def parse_kickoff(
     filters: list[TypeFilter] = []
     for value in values.get("_typeFilter", []):
         for text in _FILTER_SPLIT.split(value):
-            filters.append(parse_type_filter(text, search))
+            parsed = parse_type_filter(text, search, out)
+            if parsed is not None:
+                filters.append(parsed)
     return ExportParams(
         output_format=output_format,
         since=since,
@@ -270,8 +274,16 @@ def filter_pairs(query: str) -> list[tuple[str, str]]:
                          expression=["_typeFilter"]) from None  # fmt: skip
 
 
-def parse_type_filter(text: str, search: SearchContext) -> TypeFilter:
-    """`Type?criteria`, checked with the search parser in strict mode."""
+def parse_type_filter(
+    text: str, search: SearchContext, out: _Collector | None = None
+) -> TypeFilter | None:
+    """`Type?criteria`, checked with the search parser. A malformed query (no `Type?`, a
+    result parameter, a bad value) is a 400. A query using a search parameter or modifier this
+    server does not support is a 400 (`not-supported`) too, unless `out` is lenient: then the
+    whole query is not applied (None) and a warning names it. That is the IG's lenient handling
+    (the server MAY ignore the unsupported value; clients SHOULD be robust to servers that ignore
+    `_typeFilter`): the query's other criteria are not applied on their own, and the type is
+    still exported through its other `_typeFilter` queries, or unfiltered when it has none."""
     rtype, sep, query = text.strip().partition("?")
     if not sep or rtype not in search.resource_types or not query:
         raise BadRequest(
@@ -285,11 +297,22 @@ def parse_type_filter(text: str, search: SearchContext) -> TypeFilter:
             f"_typeFilter takes search criteria only, not {', '.join(shaping)}",
             expression=["_typeFilter"],
         )
-    strict = SearchContext(search.registry, search.tz, search.base_url, False,
-                           search.resource_types)  # fmt: skip
+    lenient = SearchContext(search.registry, search.tz, search.base_url, True,
+                            search.resource_types)  # fmt: skip
+    unsupported: list[str] = []
     try:
-        parse_search(strict, (rtype,), pairs, default_count=1, max_count=1)
+        unsupported = parse_search(lenient, (rtype,), pairs, default_count=1, max_count=1).ignored
     except BadRequest as err:
-        raise BadRequest(f"Invalid _typeFilter '{text}': {err.diagnostics}",
-                         expression=["_typeFilter"]) from None  # fmt: skip
+        if err.code != "not-supported":
+            raise BadRequest(f"Invalid _typeFilter '{text}': {err.diagnostics}",
+                             expression=["_typeFilter"]) from None  # fmt: skip
+        unsupported = [err.diagnostics]
+    if unsupported:
+        collector = out or _Collector(lenient=False)
+        collector.unsupported(
+            f"_typeFilter '{text}' uses what this server does not support "
+            f"({', '.join(unsupported)}): that query is not applied",
+            "_typeFilter",
+        )
+        return None
     return TypeFilter(rtype, query)

@@ -12,6 +12,7 @@ from fhir_server.fhir.searchparams import SearchParamRegistry
 from fhir_server.interactions.context import FhirRequest, FhirResponse, Services
 from fhir_server.operations import TABLE as OPERATIONS
 from fhir_server.operations import Operation
+from fhir_server.storage.base import supports_transactions
 
 # What the server does, per resource type and at system level. Routes, the CapabilityStatement and
 # openapi/openapi.json all come from these.
@@ -116,7 +117,11 @@ def build(ctx: Services, base_url: str, now_us: int) -> dict[str, Any]:
                 "resource": [
                     _resource(ctx.registry, t, own.get(t, ())) for t in sorted(ctx.resource_types)
                 ],
-                "interaction": [{"code": c} for c in SYSTEM_INTERACTIONS],
+                "interaction": [
+                    {"code": c}
+                    for c in SYSTEM_INTERACTIONS
+                    if c != "transaction" or supports_transactions(ctx.storage)
+                ],
                 **(
                     {"operation": system_ops}
                     if (system_ops := _operation_entries([o for o in OPERATIONS.all() if o.system]))

@@ -30,6 +30,7 @@ class FhirRequest:
     body: Any = None  # parsed JSON, if any
     base_url: str = "http://localhost/fhir"
     grant: AccessGrant | None = None  # the caller's access; None when authorization is off
+    raw_query: str = ""  # the URL's query string exactly as received (the $export manifest)
 
     def header(self, name: str) -> str | None:
         return self.headers.get(name)

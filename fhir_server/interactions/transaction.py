@@ -26,7 +26,7 @@ from fhir_server.interactions.common import (
 )
 from fhir_server.interactions.context import FhirRequest, FhirResponse, Services
 from fhir_server.interactions.references import rewrite_references
-from fhir_server.storage.base import StoredResource, Transaction
+from fhir_server.storage.base import StoredResource, Transaction, supports_transactions
 
 _ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
 _HEADER_FIELDS = {
@@ -201,6 +201,15 @@ async def _run_entry(
 
 
 async def _transaction(ctx: Services, req: FhirRequest, entries: list[Any]) -> FhirResponse:
+    if not supports_transactions(ctx.storage):
+        raise FhirError(
+            "This server's MongoDB is a standalone mongod, which has no multi-document "
+            "transactions, so transaction Bundles are refused (whatever their size). Send the "
+            "entries as a batch Bundle, or run MongoDB as a replica set (see the README, "
+            "'Running on MongoDB').",
+            status=501,
+            code="not-supported",
+        )
     subs = [entry_request(req, e if isinstance(e, dict) else {}, i) for i, e in enumerate(entries)]
     await _precheck_entries(ctx, subs)
     results: list[dict[str, Any] | None] = [None] * len(subs)

@@ -71,6 +71,29 @@ def _narrow(ctx: Services, grant: AccessGrant | None, level: Level,
     return dataclasses.replace(params, types=tuple(reachable))
 
 
+def _check_patients(grant: AccessGrant | None, patients: tuple[str, ...], types: list[str]) -> None:
+    """403 when the `patient` parameter names a patient the grant cannot reach: with only
+    `patient/` scopes (every rule confined to the token's patient), any other patient. Decided
+    by the same `Policy` rules the export's storage view enforces, on the types being exported."""
+    if grant is None or not patients:
+        return
+    from fhir_server.auth.enforce import Policy
+
+    policy = Policy(grant)
+    if policy.unrestricted_everywhere("s"):
+        return
+    rules = [r for t in types for r in policy.access_any(t, "s").rules]
+    if any(r.patient is None for r in rules):
+        return  # a user/ or system/ scope: not confined to one patient's compartment
+    reachable = {r.patient for r in rules}
+    refused = [p for p in patients if p not in reachable]
+    if refused:
+        names = ", ".join(f"Patient/{p}" for p in refused)
+        raise Forbidden(f"The access token does not permit exporting the data of {names} "
+                        "(its patient/ scopes reach only its own patient)",
+                        expression=["patient"])  # fmt: skip
+
+
 async def _group_members(ctx: Services, group_id: str) -> list[str]:
     stored = await ctx.storage.read("Group", group_id)
     if stored is None:
@@ -96,8 +119,10 @@ async def _active(ctx: Services) -> int:
 
 
 def _request_url(req: FhirRequest) -> str:
+    """The kick-off URL for the manifest's `request`: the query string exactly as received."""
     url = f"{req.base_url}/{req.path}"
-    return f"{url}?{urlencode(req.params)}" if req.params else url
+    query = req.raw_query or (urlencode(req.params) if req.params else "")
+    return f"{url}?{query}" if query else url
 
 
 async def kickoff(ctx: Services, req: FhirRequest, target: OperationTarget) -> FhirResponse:
@@ -111,6 +136,7 @@ async def kickoff(ctx: Services, req: FhirRequest, target: OperationTarget) -> F
                            search=search_context(ctx, req.base_url))  # fmt: skip
     grant = await request_grant(ctx, req)
     params = _narrow(ctx, grant, level, params)
+    _check_patients(grant, params.patients, export_types(level, params, ctx.resource_types))
     patients: list[str] | None = list(params.patients) if params.patients else None
     if level == "group":
         assert target.id is not None

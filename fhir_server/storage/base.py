@@ -151,3 +151,16 @@ class Storage(Protocol):
         ...
 
     async def release_lease(self, name: str, owner: str) -> None: ...
+
+
+def supports_transactions(storage: object) -> bool:
+    """Whether the engine runs multi-document transactions (a transaction Bundle): an engine's
+    `supports_transactions` attribute, True when it has none (SQLite always can; MongoDB only as
+    a replica set or sharded cluster). Looks through wrappers that keep the engine as `inner`."""
+    seen: object | None = storage
+    while seen is not None:
+        flag = getattr(seen, "supports_transactions", None)
+        if flag is not None:
+            return bool(flag)
+        seen = getattr(seen, "inner", None)
+    return True

@@ -137,3 +137,39 @@ async def test_scopes_bound_the_export(http: httpx.AsyncClient) -> None:
     }
     # Granular scopes apply too.
     assert await _export(http, "p1-lab") == {"Patient": {"p1"}, "Observation": {"lab1"}}
+
+
+def _patient_body(pid: str, *extra: dict[str, str]) -> dict[str, object]:
+    ref = {"name": "patient", "valueReference": {"reference": f"Patient/{pid}"}}
+    return {"resourceType": "Parameters", "parameter": [ref, *extra]}
+
+
+async def test_patient_token_cannot_export_another_patient(http: httpx.AsyncClient) -> None:
+    """A patient/ token naming another patient in `patient`: 403, not an empty-ish export."""
+    ctype = {**ASYNC, "Content-Type": "application/fhir+json"}
+    for token in ("p1", "p1-lab"):
+        r = await http.post(
+            "Patient/$export", json=_patient_body("p2"), headers={**ctype, **bearer(token)}
+        )
+        assert r.status_code == 403, r.text
+        outcome = r.json()
+        assert outcome["resourceType"] == "OperationOutcome"
+        assert outcome["issue"][0]["code"] == "forbidden"
+        assert "Patient/p2" in outcome["issue"][0]["diagnostics"]
+    # Its own patient is fine; so is another patient for a system/ token.
+    only = {"name": "_type", "valueString": "Patient"}
+    for token, pid in (("p1", "p1"), ("bulk", "p2")):
+        r = await http.post(
+            "Patient/$export", json=_patient_body(pid, only), headers={**ctype, **bearer(token)}
+        )
+        assert r.status_code == 202, r.text
+
+
+async def test_manifest_requires_access_token_when_auth_is_on(http: httpx.AsyncClient) -> None:
+    r = await http.get("$export", params={"_type": "Patient"}, headers={**ASYNC, **bearer("bulk")})
+    http.headers.update(bearer("bulk"))
+    try:
+        r = await wait_done(http, r.headers["Content-Location"])
+    finally:
+        del http.headers["Authorization"]
+    assert r.json()["requiresAccessToken"] is True

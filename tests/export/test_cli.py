@@ -35,6 +35,11 @@ def test_cli_export(
     assert main(args) == 0
     manifest = jsonio.loads((out / "manifest.json").read_bytes())
     assert {o["type"] for o in manifest["output"]} == {"Patient", "Observation"}
+    # Local files: no token; `request` is the command line, not a made-up URL.
+    assert manifest["requiresAccessToken"] is False
+    assert manifest["request"] == (
+        f"fhir-server export --type Patient,Observation --since 2000-01-01T00:00:00Z --out {out}"
+    )
     for item in manifest["output"]:
         lines = (out / item["url"]).read_bytes().splitlines()
         assert len(lines) == item["count"] <= 10

@@ -33,7 +33,7 @@ async def test_kickoff_requires_respond_async(client: httpx.AsyncClient) -> None
 async def test_system_export_manifest_and_files(client: httpx.AsyncClient) -> None:
     await post_batch(client, [patient("p1"), patient("p2"), observation("o1", "p1")])
     manifest, data = await export_all(client, "$export")
-    assert manifest["requiresAccessToken"] is True
+    assert manifest["requiresAccessToken"] is False  # authorization is off in these tests
     assert manifest["request"].endswith("/fhir/$export")
     assert manifest["transactionTime"].endswith("Z")
     assert manifest["error"] == []
@@ -241,3 +241,58 @@ async def test_include_associated_relevant_provenance(client: httpx.AsyncClient)
     }
     _, data = await export_all(client, "$export", params=params)
     assert sorted(r["id"] for r in data["Provenance"]) == ["prov-bw", "prov-hr", "prov-other"]
+
+
+async def test_type_filter_with_unsupported_parameter_strict_or_lenient(
+    client: httpx.AsyncClient,
+) -> None:
+    """Strict: 400 not-supported. Lenient: that _typeFilter query is not applied (the IG: the
+    server MAY ignore what it does not support) and a warning in the `error` file names it; the
+    type's other queries still apply. A malformed query is a 400 either way."""
+    await post_batch(
+        client,
+        [patient("p1"), patient("p2"), observation("hr", "p1", "8867-4"),
+         observation("bw", "p1", "29463-7")],
+    )  # fmt: skip
+    r = await client.get("$export", params={"_typeFilter": "Patient?foo=bar"}, headers=ASYNC)
+    assert r.status_code == 400
+    assert r.json()["issue"][0]["code"] == "not-supported" and "foo" in r.text
+    lenient = {"Prefer": "respond-async, handling=lenient"}
+    params = [
+        ("_type", "Patient,Observation"),
+        ("_typeFilter", "Patient?foo=bar"),
+        ("_typeFilter", "Observation?code=http://loinc.org|8867-4"),
+        ("_typeFilter", "Observation?bogus:exact=1"),
+    ]
+    manifest, data = await export_all(client, "$export", params=params, headers=lenient)
+    assert ids(data["Patient"]) == {"p1", "p2"}  # its only query was not applied
+    assert ids(data["Observation"]) == {"hr"}  # the supported query still applies
+    errors = await download(client, manifest, "error")
+    texts = [i["diagnostics"] for o in errors["OperationOutcome"] for i in o["issue"]]
+    assert any("Patient?foo=bar" in t for t in texts)
+    assert any("Observation?bogus:exact=1" in t for t in texts)
+    assert all(i["severity"] == "warning" for o in errors["OperationOutcome"] for i in o["issue"])
+    for bad in ("Observation?date=notadate", "Observation?_sort=date", "nonsense"):
+        r = await client.get("$export", params={"_typeFilter": bad}, headers=lenient)
+        assert r.status_code == 400, bad
+
+
+async def test_manifest_request_is_the_kickoff_url_as_sent(client: httpx.AsyncClient) -> None:
+    """`request` keeps the query string exactly as received (no re-encoding of ',' or '|')."""
+    await post_batch(client, [patient("p1")])
+    query = "_type=Patient,Group&_typeFilter=Patient?_id=p1,p2"
+    url = await kickoff(client, f"$export?{query}")
+    r = await wait_done(client, url)
+    assert r.status_code == 200, r.text
+    assert r.json()["request"] == f"http://testserver/fhir/$export?{query}"
+    encoded = "_type=Patient%2CGroup"
+    r = await wait_done(client, await kickoff(client, f"$export?{encoded}"))
+    assert r.json()["request"].endswith(f"/fhir/$export?{encoded}")
+
+
+async def test_manifest_without_authorization_needs_no_token(client: httpx.AsyncClient) -> None:
+    """With authorization off the files download without a token: requiresAccessToken false."""
+    await post_batch(client, [patient("p1")])
+    manifest, data = await export_all(client, "$export", params={"_type": "Patient"})
+    assert manifest["requiresAccessToken"] is False
+    assert ids(data["Patient"]) == {"p1"}

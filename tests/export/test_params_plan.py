@@ -76,9 +76,19 @@ def test_type_filter_splitting_and_validation(search: SearchContext) -> None:
         ("Observation", "code=http://loinc.org|1,http://loinc.org|2"),
         ("Condition", "clinical-status=active"),
     ]
-    for bad in ("Observation", "Nope?x=1", "Observation?nope=1", "Observation?_include=*"):
+    for bad in ("Observation", "Nope?x=1", "Observation?_include=*", "Observation?date=x"):
         with pytest.raises(BadRequest, match="_typeFilter"):
             parse_kickoff("system", [("_typeFilter", bad)], lenient=True, search=search)
+    # An unsupported search parameter: 400 (not-supported), or under lenient handling that query
+    # is not applied and a warning names it.
+    with pytest.raises(BadRequest, match="_typeFilter") as err:
+        parse_kickoff("system", [("_typeFilter", "Observation?nope=1")], lenient=False,
+                      search=search)  # fmt: skip
+    assert err.value.code == "not-supported"
+    value = "Observation?nope=1,Observation?status=final"
+    p = parse_kickoff("system", [("_typeFilter", value)], lenient=True, search=search)
+    assert [(f.rtype, f.query) for f in p.type_filters] == [("Observation", "status=final")]
+    assert len(p.warnings) == 1 and "Observation?nope=1" in p.warnings[0]
 
 
 def test_plan_compartments_batches_and_filters(search: SearchContext) -> None:

@@ -238,6 +238,48 @@ async def test_standalone_transaction_bundle_is_an_operation_outcome(
     _drop(uri)
 
 
+async def test_standalone_refuses_every_transaction_bundle_and_does_not_advertise_it(
+    standalone: StandIn, tmp_path: Path
+) -> None:
+    """A one-entry (or empty) transaction Bundle is refused too; `transaction` is not listed."""
+    uri = with_database(standalone.uri, "fhir_standalone_one")
+    app = create_app(make_settings(tmp_path, storage=uri))
+    async with LifespanManager(app) as manager:
+        transport = httpx.ASGITransport(app=manager.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t/fhir") as client:
+            one = [{"resource": {"resourceType": "Patient"},
+                    "request": {"method": "POST", "url": "Patient"}}]  # fmt: skip
+            for entries in (one, []):
+                r = await client.post(
+                    "", json={"resourceType": "Bundle", "type": "transaction", "entry": entries}
+                )
+                assert r.status_code == 501, r.text
+                assert r.json()["resourceType"] == "OperationOutcome"
+                assert r.json()["issue"][0]["code"] == "not-supported"
+                assert "replica set" in r.json()["issue"][0]["diagnostics"]
+            r = await client.get("Patient")
+            assert r.json().get("total", 0) == 0  # nothing was written
+            r = await client.post(
+                "", json={"resourceType": "Bundle", "type": "batch", "entry": one}
+            )
+            assert r.status_code == 200 and r.json()["entry"][0]["response"]["status"] == "201"
+            cap = (await client.get("metadata")).json()
+            codes = [i["code"] for i in cap["rest"][0]["interaction"]]
+            assert "transaction" not in codes and "batch" in codes
+    _drop(uri)
+
+
+async def test_replica_set_advertises_transaction(mongo_url: str, tmp_path: Path) -> None:
+    """On a replica set (the stand-in's default) `transaction` is listed; so it is on SQLite."""
+    for settings in (make_settings(tmp_path, storage=mongo_url), make_settings(tmp_path / "s")):
+        app = create_app(settings)
+        async with LifespanManager(app) as manager:
+            transport = httpx.ASGITransport(app=manager.app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://t/fhir") as c:
+                cap = (await c.get("metadata")).json()
+                assert {"code": "transaction"} in cap["rest"][0]["interaction"]
+
+
 def test_standin_runs_are_labelled() -> None:
     assert "not-real-mongodb" in STANDIN
 

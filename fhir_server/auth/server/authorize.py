@@ -77,7 +77,7 @@ def _filter_scopes(requested: list[str], allowed: list[str], ehr_launch: bool) -
                 ok = scope in allowed or scope in scopeset.IDENTITY_SCOPES
             elif not scopeset.covered(allowed, scope):
                 # broader than the registration: offer the registered scopes it includes
-                out.extend(a for a in allowed if scopeset.covers(scope, a) and a not in out)
+                out.extend(x for x in scopeset.narrow(allowed, [scope]) if x not in out)
                 ok = False
         if ok and scope not in out:
             out.append(scope)

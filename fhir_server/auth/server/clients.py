@@ -8,6 +8,8 @@ import time
 from typing import Any
 from urllib.parse import urlsplit
 
+from fhir_server.auth.scopes import parse_scope
+from fhir_server.auth.server import scopeset
 from fhir_server.auth.server.models import (
     AUTH_METHODS,
     GRANT_TYPES,
@@ -29,6 +31,19 @@ class InvalidMetadata(ValueError):
     def __init__(self, message: str, error: str = "invalid_client_metadata") -> None:
         super().__init__(message)
         self.error = error
+
+
+_CONTEXTS = ("patient/", "user/", "system/")
+_NON_RESOURCE = ("system/launch",)
+
+
+def _check_scope(scope: str) -> None:
+    """A resource scope must be well formed (`patient/Foo.zz` is not); other scopes (openid,
+    launch/patient, offline_access, system/launch, ...) are taken as they are."""
+    if not scope.startswith(_CONTEXTS) or scope in _NON_RESOURCE:
+        return
+    if scopeset.parse(scope) is None or parse_scope(scope) is None:
+        raise InvalidMetadata(f"scope {scope!r} is not a valid SMART resource scope")
 
 
 def _check_redirect_uri(uri: str) -> None:
@@ -94,6 +109,8 @@ def new_client(
         raise InvalidMetadata("scope must be a space-separated string")
     if "client_credentials" in grants and not scope.strip():
         raise InvalidMetadata("Backend Services clients must be registered with their scopes")
+    for item in scope.split():
+        _check_scope(item)
     jwks, jwks_uri = meta.get("jwks"), meta.get("jwks_uri")
     if method == "private_key_jwt":
         if (jwks is None) == (jwks_uri is None):

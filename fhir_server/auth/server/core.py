@@ -196,7 +196,11 @@ class AuthServer:
         fhir_user: str | None = None,
         patient: str | None = None,
         encounter: str | None = None,
+        context: dict[str, Any] | None = None,
     ) -> tuple[str, int]:
+        """`context`: other launch context of the token response (fhirContext,
+        need_patient_banner, smart_style_url, intent, tenant), kept in the token so that
+        introspection can echo it (SMART token introspection)."""
         await self.keys.refresh()  # a rotation made elsewhere (MongoDB keys; throttled)
         issued = now()
         exp = issued + lifetime
@@ -218,6 +222,9 @@ class AuthServer:
         ):
             if value:
                 claims[name] = value
+        for name, item in (context or {}).items():
+            if name not in claims and item is not None:
+                claims[name] = item
         await self.store.put_access(jti, family, client_id, exp)
         return self.sign(claims, self.settings.access_token_alg, ACCESS_TOKEN_TYP), exp
 

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import hmac
+from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import urlencode
 
@@ -16,6 +17,9 @@ from fhir_server.auth.server.resource import bearer
 
 LAUNCH_LIFETIME = 300
 LAUNCH_SCOPE = "system/launch"
+INSUFFICIENT_SCOPE = {"WWW-Authenticate": 'Bearer realm="fhir-server", error="insufficient_scope"'}
+# Launch context of a token response that introspection echoes besides patient and encounter.
+LAUNCH_CONTEXT = ("fhirContext", "need_patient_banner", "smart_style_url", "intent", "tenant")
 
 
 async def _bearer_claims(srv: AuthServer, authorization: str | None) -> dict[str, Any] | None:
@@ -41,7 +45,10 @@ async def introspect(
     if caller is not None:
         if not scopeset.allows_introspection(str(caller.get("scope", "")).split()):
             raise OAuthError(
-                "insufficient_scope", "introspection needs system/*.rs or broader", status=403
+                "insufficient_scope",
+                "introspection needs system/*.rs or broader",
+                status=403,
+                headers=dict(INSUFFICIENT_SCOPE),
             )
     else:
         await authenticate_client(srv, p, authorization, allow_public=False)
@@ -62,6 +69,7 @@ async def introspect(
             "patient",
             "encounter",
             "fhirUser",
+            *LAUNCH_CONTEXT,
         ):
             if name in claims:
                 out[name] = claims[name]
@@ -82,15 +90,25 @@ async def introspect(
             }
             if grant.get("sub"):
                 out["sub"] = grant["sub"]
-            for name in ("patient", "encounter"):
+            for name in ("patient", "encounter", "fhirContext", "intent", "tenant"):
                 if grant.get(name):
                     out[name] = grant[name]
+            if grant.get("patient"):
+                out["need_patient_banner"] = bool(grant.get("need_patient_banner", True))
+                out["smart_style_url"] = srv.urls.auth("smart-style.json")
             return out
     return {"active": False}
 
 
+def _not_yours() -> OAuthError:
+    # RFC 7009 §2.1: a token issued to another client is refused and the client informed.
+    return OAuthError("unauthorized_client", "the token was issued to another client")
+
+
 async def revoke(srv: AuthServer, form: list[tuple[str, str]], authorization: str | None) -> None:
-    """Revoking either token of a grant ends the whole grant (RFC 7009 §2.1 allows it)."""
+    """Revoking either token of a grant ends the whole grant (RFC 7009 §2.1 allows it). An
+    unknown, expired or already revoked token answers 200 (§2.2); a live token of another
+    client is refused (400 unauthorized_client) and left alone."""
     p = single(form)
     client = await authenticate_client(srv, p, authorization)
     token = p.get("token")
@@ -99,14 +117,20 @@ async def revoke(srv: AuthServer, form: list[tuple[str, str]], authorization: st
     seen = peek(token)
     if seen is not None:
         claims, _ = await srv.verify_access_token(token)
-        if claims is not None and claims.get("client_id") == client.client_id:
-            family = await srv.store.revoke_access(str(claims["jti"]))
-            if family:
-                await srv.store.revoke_family(family)
+        if claims is None:
+            return
+        if claims.get("client_id") != client.client_id:
+            raise _not_yours()
+        family = await srv.store.revoke_access(str(claims["jti"]))
+        if family:
+            await srv.store.revoke_family(family)
         return
     record = await srv.store.get_refresh(digest(token))
-    if record is not None and record.data.get("client_id") == client.client_id:
-        await srv.store.revoke_family(record.family)
+    if record is None or record.expires_at <= now():
+        return
+    if record.data.get("client_id") != client.client_id:
+        raise _not_yours()
+    await srv.store.revoke_family(record.family)
 
 
 async def register(srv: AuthServer, body: Any, authorization: str | None) -> dict[str, Any]:
@@ -136,7 +160,11 @@ async def create_launch(
     params: dict[str, Any],
     authorization: str | None,
     patient_exists: Any,
+    *,
+    encounter_subject: Callable[[str], Awaitable[str | None]] | None = None,
 ) -> dict[str, Any]:
+    """A launch context. An encounter that exists must belong to the patient given (400
+    otherwise); one that does not exist (yet) is accepted, as the EHR may sync it later."""
     claims = await _bearer_claims(srv, authorization)
     if claims is None:
         raise OAuthError(
@@ -146,7 +174,12 @@ async def create_launch(
             headers={"WWW-Authenticate": 'Bearer realm="fhir-server"'},
         )
     if LAUNCH_SCOPE not in str(claims.get("scope", "")).split():
-        raise OAuthError("insufficient_scope", "the token lacks scope system/launch", status=403)
+        raise OAuthError(
+            "insufficient_scope",
+            "the token lacks scope system/launch",
+            status=403,
+            headers=dict(INSUFFICIENT_SCOPE),
+        )
     client_id = params.get("client_id")
     if not isinstance(client_id, str) or not client_id:
         raise invalid_request("client_id (the app to launch) is required")
@@ -162,6 +195,11 @@ async def create_launch(
             ctx[name] = value
     if "patient" in ctx and not await patient_exists(ctx["patient"]):
         raise invalid_request("no such Patient")
+    if "patient" in ctx and "encounter" in ctx and encounter_subject is not None:
+        subject = await encounter_subject(ctx["encounter"])
+        parts = (subject or "").rstrip("/").split("/")
+        if len(parts) >= 2 and parts[-2] == "Patient" and parts[-1] != ctx["patient"]:
+            raise invalid_request("the encounter belongs to another patient")
     fhir_context = params.get("fhirContext")
     if fhir_context is not None:
         if not isinstance(fhir_context, list) or not all(

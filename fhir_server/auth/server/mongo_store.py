@@ -130,7 +130,11 @@ class MongoAuthStore:
         return [Client.from_json(_loads(d["doc"])) async for d in cursor]
 
     async def delete_client(self, client_id: str) -> bool:
-        return (await self._c("clients").delete_one({"_id": client_id})).deleted_count > 0
+        """Removes the client and revokes its grants: its live access tokens stop working."""
+        n = (await self._c("clients").delete_one({"_id": client_id})).deleted_count
+        await self._c("families").update_many({"client_id": client_id}, {"$set": {"revoked": True}})
+        await self._c("access").update_many({"client_id": client_id}, {"$set": {"revoked": True}})
+        return n > 0
 
     async def put_user(self, user: User) -> None:
         await self._c("users").replace_one(

@@ -73,6 +73,42 @@ def covered(allowed: list[str], requested: str) -> bool:
     return any(covers(a, requested) for a in allowed)
 
 
+def intersect(allowed: str, requested: str) -> str | None:
+    """The part of resource scope `requested` that registered scope `allowed` permits, as a scope
+    string (`system/*.cruds` within `system/*.rs` is `system/*.rs`; `system/*.read` within
+    `system/Patient.rs` is `system/Patient.rs`), or None when they share nothing. Two different
+    granular queries share nothing (conservative)."""
+    if covers(allowed, requested):
+        return requested
+    a, r = parse(allowed), parse(requested)
+    if a is None or r is None or a.context != r.context:
+        return None
+    if a.type != "*" and r.type != "*" and a.type != r.type:
+        return None
+    if a.query and r.query and a.query != r.query:
+        return None
+    letters = "".join(ch for ch in "cruds" if ch in a.letters and ch in r.letters)
+    if not letters:
+        return None
+    out = ResourceScope(a.context, r.type if a.type == "*" else a.type, letters, r.query or a.query)
+    return allowed if out.v2 == a.v2 else out.v2
+
+
+def narrow(allowed: list[str], requested: list[str]) -> list[str]:
+    """The requested scopes limited to what a client was registered for (SMART Backend Services:
+    the server SHALL limit the requested scope to what the client was pre-authorized for): a
+    scope the registration covers is kept as requested, a broader resource scope is replaced by
+    its intersections with the registered ones, other scopes are kept only when registered."""
+    out: list[str] = []
+    for scope in requested:
+        if parse(scope) is None:
+            found = [scope] if scope in allowed else []
+        else:
+            found = [x for a in allowed if (x := intersect(a, scope)) is not None]
+        out.extend(x for x in found if x not in out)
+    return out
+
+
 def granular_choices(scope: str) -> list[str]:
     """Category-restricted variants of a resource-level Observation or Condition scope."""
     s = parse(scope)

@@ -45,7 +45,7 @@ class AuthStore(Protocol):
     async def put_client(self, client: Client) -> None: ...
     async def get_client(self, client_id: str) -> Client | None: ...
     async def list_clients(self) -> list[Client]: ...
-    async def delete_client(self, client_id: str) -> bool: ...
+    async def delete_client(self, client_id: str) -> bool: ...  # also revokes its grants
     async def put_user(self, user: User) -> None: ...
     async def get_user(self, username: str) -> User | None: ...
     async def list_users(self) -> list[User]: ...
@@ -190,10 +190,15 @@ class SqliteAuthStore:
         return [Client.from_json(orjson.loads(r[0])) for r in rows]
 
     async def delete_client(self, client_id: str) -> bool:
-        n = await self._call(
-            lambda c: c.execute("DELETE FROM clients WHERE client_id = ?", (client_id,)).rowcount
-        )
-        return n > 0
+        """Removes the client and revokes its grants: its live access tokens stop working."""
+
+        def delete(c: sqlite3.Connection) -> int:
+            n = c.execute("DELETE FROM clients WHERE client_id = ?", (client_id,)).rowcount
+            c.execute("UPDATE families SET revoked = 1 WHERE client_id = ?", (client_id,))
+            c.execute("UPDATE access_tokens SET revoked = 1 WHERE client_id = ?", (client_id,))
+            return int(n)
+
+        return await self._call(delete) > 0
 
     async def put_user(self, user: User) -> None:
         doc = orjson.dumps(user.to_json())

@@ -53,6 +53,13 @@ async def token_response(
 ) -> dict[str, Any]:
     """Access token (and rotated refresh token, id_token, launch context) for a grant."""
     scopes: list[str] = grant["scopes"]
+    context: dict[str, Any] = {}
+    for name in ("fhirContext", "intent", "tenant"):
+        if grant.get(name):
+            context[name] = grant[name]
+    if grant.get("patient"):
+        context["need_patient_banner"] = bool(grant.get("need_patient_banner", True))
+        context["smart_style_url"] = srv.urls.auth("smart-style.json")
     access, exp = await srv.issue_access_token(
         client_id=client.client_id,
         scopes=scopes,
@@ -62,6 +69,7 @@ async def token_response(
         fhir_user=grant.get("fhirUser") if "fhirUser" in scopes else None,
         patient=grant.get("patient"),
         encounter=grant.get("encounter"),
+        context=context,
     )
     out: dict[str, Any] = {
         "access_token": access,
@@ -80,12 +88,10 @@ async def token_response(
             fhir_user=grant.get("fhirUser") if "fhirUser" in scopes else None,
             nonce=grant.get("nonce"),
         )
-    for name in ("patient", "encounter", "fhirContext", "intent", "tenant"):
+    for name in ("patient", "encounter"):
         if grant.get(name):
             out[name] = grant[name]
-    if grant.get("patient"):
-        out["need_patient_banner"] = bool(grant.get("need_patient_banner", True))
-        out["smart_style_url"] = srv.urls.auth("smart-style.json")
+    out.update(context)
     return out
 
 
@@ -146,10 +152,13 @@ async def _refresh_token(srv: AuthServer, client: Client, p: dict[str, str]) -> 
         raise invalid_grant("the refresh token was already used; the grant is revoked")
     requested = p.get("scope")
     if requested is not None:
-        wanted = requested.split()
-        if not wanted or not set(wanted) <= set(grant["scopes"]):
+        wanted = list(dict.fromkeys(requested.split()))
+        if not wanted or not all(scopeset.covered(grant["scopes"], s) for s in wanted):
             raise invalid_scope("scope must be a subset of the scopes originally granted")
-        grant["scopes"] = [s for s in grant["scopes"] if s in set(wanted)]
+        # the granted order first (a scope narrowed semantically, patient/*.rs -> Patient.rs, after)
+        grant["scopes"] = [s for s in grant["scopes"] if s in wanted] + [
+            s for s in wanted if s not in grant["scopes"]
+        ]
     if not await srv.store.mark_rotated(h):
         await srv.store.revoke_family(record.family)
         raise invalid_grant("the refresh token was already used; the grant is revoked")
@@ -166,7 +175,7 @@ async def _client_credentials(srv: AuthServer, client: Client, p: dict[str, str]
     if not requested:
         raise invalid_scope("scope is required")
     allowed = client.allowed_scopes()
-    granted = list(dict.fromkeys(s for s in requested if scopeset.covered(allowed, s)))
+    granted = scopeset.narrow(allowed, requested)
     if not granted:
         raise invalid_scope("none of the requested scopes is registered for this client")
     lifetime = min(srv.settings.backend_token_lifetime, 300)

@@ -65,6 +65,12 @@ class MongoStorage:
         self.transactions = False
         self.locks = KeyLocks()
 
+    @property
+    def supports_transactions(self) -> bool:
+        """False on a standalone mongod (known once `open` has run): transaction Bundles are
+        refused and the CapabilityStatement does not list `transaction`."""
+        return self.transactions
+
     # -- collections ---------------------------------------------------------------------------
     @property
     def client(self) -> AsyncMongoClient[Doc]:

@@ -55,6 +55,8 @@ def _connect(path: Path, synchronous: str) -> sqlite3.Connection:
 
 
 class SqliteStorage:
+    supports_transactions = True  # storage.base.supports_transactions
+
     def __init__(self, path: Path, *, synchronous: str = "FULL", readers: int = 2) -> None:
         self.path = path
         self._synchronous = synchronous

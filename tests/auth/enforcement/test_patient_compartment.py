@@ -108,9 +108,10 @@ async def test_update_cannot_move_a_resource_out(server: Server) -> None:
     assert resp.status_code == 403
 
 
-async def test_writes_to_resources_outside_are_404_or_no_op(server: Server) -> None:
+async def test_writes_to_resources_outside_are_404(server: Server) -> None:
     """SMART.md 1.8: the patient's app cannot change another patient's data, and cannot tell it
-    exists: update/patch -> 404, delete -> 204 with nothing deleted."""
+    exists: update/patch/delete -> 404 with nothing changed (as for a read); a conditional delete
+    that reaches nothing answers as R4 says for no match (204), deleting nothing."""
     h = server.scopes("patient/Observation.cruds")
     resp = await server.http.put("Observation/o3", json=observation("o3", "p1", VITAL), headers=h)
     assert resp.status_code == 404
@@ -118,7 +119,9 @@ async def test_writes_to_resources_outside_are_404_or_no_op(server: Server) -> N
     resp = await server.http.patch("Observation/o3", json=patch, headers={
         **h, "Content-Type": "application/json-patch+json"})  # fmt: skip
     assert resp.status_code == 404
-    assert (await server.http.delete("Observation/o3", headers=h)).status_code == 204
+    assert (await server.http.delete("Observation/o3", headers=h)).status_code == 404
+    resp = await server.http.delete("Observation", params={"patient": "p2", "_id": "o3"}, headers=h)
+    assert resp.status_code == 204
     after = await server.http.get("Observation/o3", headers=server.admin)
     assert after.status_code == 200 and after.json()["meta"]["versionId"] == "1"
     assert (await server.http.delete("Observation/o1", headers=h)).status_code == 204

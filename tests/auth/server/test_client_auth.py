@@ -141,11 +141,12 @@ async def test_backend_services(env: Env) -> None:  # §2 F 32-35
     body = r.json()
     assert body["token_type"].lower() == "bearer" and isinstance(body["expires_in"], int)
     assert 0 < body["expires_in"] <= 300 and "refresh_token" not in body
-    assert body["scope"] == "system/Observation.rs"  # limited to the registration
+    # limited to the registration (system/*.rs): *.cruds narrowed to *.rs, patient/ dropped
+    assert body["scope"] == "system/Observation.rs system/*.rs"
     assert r.headers["cache-control"] == "no-store"
     grant = await env.services.authenticate(f"Bearer {body['access_token']}")  # type: ignore[misc]
     assert grant.client_id == cid and grant.subject is None and grant.patient is None
-    r = await cc(env, assertion(key, cid), scope="system/*.cruds")
+    r = await cc(env, assertion(key, cid), scope="patient/*.cruds user/Patient.rs")
     assert r.status_code == 400 and r.json()["error"] == "invalid_scope"
     r = await cc(env, assertion(key, cid), grant_type="not_a_grant_type")
     assert r.status_code == 400 and r.json()["error"] == "unsupported_grant_type"

@@ -186,3 +186,19 @@ async def test_a_throttled_refresh_still_finds_a_new_kid(
     assert b.key(new_kid) is not None
     await a.refresh(force=True)
     assert a.signing_key("RS256").kid == new_kid
+
+
+async def test_removing_a_client_revokes_its_tokens(store: AuthStore, other: AuthStore) -> None:
+    """`fhir-server clients remove X` (another process): X's live access tokens, of a refresh
+    family or not, stop working; another client's do not."""
+    exp = int(time.time()) + 600
+    await store.put_client(Client("gone"))
+    await store.put_client(Client("kept"))
+    await store.create_family("fam-gone", "gone", exp)
+    await store.put_access("jti-gone-1", "fam-gone", "gone", exp)
+    await store.put_access("jti-gone-2", None, "gone", exp)
+    await store.put_access("jti-kept", None, "kept", exp)
+    assert await other.delete_client("gone")
+    assert not await store.access_active("jti-gone-1")
+    assert not await store.access_active("jti-gone-2")
+    assert await store.access_active("jti-kept")
