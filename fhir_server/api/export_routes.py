@@ -17,7 +17,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, Response
 
 from fhir_server.api import fhir_routes
-from fhir_server.errors import FhirError, Forbidden, NotFound, information_outcome
+from fhir_server.auth.enforce import insufficient_scope
+from fhir_server.errors import FhirError, NotFound, information_outcome
 from fhir_server.export import job as jobs
 from fhir_server.export.job import ExportJob
 from fhir_server.export.manifest import manifest, progress
@@ -37,7 +38,7 @@ async def _job(services: Services, request: Request, job_id: str) -> ExportJob:
     if job is None:
         raise NotFound(f"No export '{job_id}' (unknown, cancelled or expired)")
     if grant is not None and job.client is not None and grant.client_id != job.client:
-        raise Forbidden("This export was started by another client")
+        raise insufficient_scope("This export was started by another client")
     return job
 
 

@@ -222,11 +222,11 @@ def scope_family(policy: Policy | None) -> str:
     return "user" if grant.subject else "system"
 
 
-def insufficient_scope(message: str) -> Forbidden:
+def insufficient_scope(message: str, expression: list[str] | None = None) -> Forbidden:
     """403 with `WWW-Authenticate: Bearer error="insufficient_scope"` (RFC 6750 §3.1)."""
     safe = message.replace("\\", "").replace('"', "'")
     header = f'Bearer realm="fhir", error="insufficient_scope", error_description="{safe}"'
-    return Forbidden(message, headers={"WWW-Authenticate": header})
+    return Forbidden(message, expression=expression, headers={"WWW-Authenticate": header})
 
 
 def forbidden(resource_type: str | None, letter: str, policy: Policy | None = None) -> Forbidden:

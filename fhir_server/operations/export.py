@@ -15,7 +15,6 @@ from urllib.parse import urlencode
 from fhir_server.auth.grant import AccessGrant
 from fhir_server.errors import (
     BadRequest,
-    Forbidden,
     Gone,
     NotFound,
     TooManyRequests,
@@ -54,19 +53,21 @@ def _narrow(ctx: Services, grant: AccessGrant | None, level: Level,
     """Only the types the grant can search; explicitly requested types it cannot: 403."""
     if grant is None:
         return params
-    from fhir_server.auth.enforce import Policy
+    from fhir_server.auth.enforce import Policy, insufficient_scope
 
     policy = Policy(grant)
     if policy.unrestricted_everywhere("s"):
         return params
     wanted = export_types(level, params, ctx.resource_types)
     if params.associated and not policy.reachable_types("s", ["Provenance"]):
-        raise Forbidden("includeAssociatedData needs a scope that permits searching Provenance")
+        raise insufficient_scope(
+            "includeAssociatedData needs a scope that permits searching Provenance"
+        )
     reachable = policy.reachable_types("s", wanted)
     refused = sorted(set(params.types) - set(reachable))
     if refused or not reachable:
         what = ", ".join(refused) or "any resource type"
-        raise Forbidden(f"The access token's scopes do not permit exporting {what} "
+        raise insufficient_scope(f"The access token's scopes do not permit exporting {what} "
                         "(needs e.g. system/*.rs)")  # fmt: skip
     return dataclasses.replace(params, types=tuple(reachable))
 
@@ -77,7 +78,7 @@ def _check_patients(grant: AccessGrant | None, patients: tuple[str, ...], types:
     by the same `Policy` rules the export's storage view enforces, on the types being exported."""
     if grant is None or not patients:
         return
-    from fhir_server.auth.enforce import Policy
+    from fhir_server.auth.enforce import Policy, insufficient_scope
 
     policy = Policy(grant)
     if policy.unrestricted_everywhere("s"):
@@ -89,9 +90,11 @@ def _check_patients(grant: AccessGrant | None, patients: tuple[str, ...], types:
     refused = [p for p in patients if p not in reachable]
     if refused:
         names = ", ".join(f"Patient/{p}" for p in refused)
-        raise Forbidden(f"The access token does not permit exporting the data of {names} "
-                        "(its patient/ scopes reach only its own patient)",
-                        expression=["patient"])  # fmt: skip
+        raise insufficient_scope(
+            f"The access token does not permit exporting the data of {names} "
+            "(its patient/ scopes reach only its own patient)",
+            expression=["patient"],
+        )
 
 
 async def _group_members(ctx: Services, group_id: str) -> list[str]:

@@ -110,7 +110,9 @@ async def test_no_token_401_everywhere(http: httpx.AsyncClient) -> None:
     del http.headers["Authorization"]
     assert (await http.get(file_url)).status_code == 401
     assert (await http.get(file_url, headers=bearer("other"))).status_code == 403
-    assert (await http.get(url, headers=bearer("other"))).status_code == 403
+    refused = await http.get(url, headers=bearer("other"))
+    assert refused.status_code == 403
+    assert 'error="insufficient_scope"' in refused.headers["www-authenticate"]
     assert (await http.get(file_url, headers=bearer("bulk"))).status_code == 200
 
 
@@ -152,6 +154,7 @@ async def test_patient_token_cannot_export_another_patient(http: httpx.AsyncClie
             "Patient/$export", json=_patient_body("p2"), headers={**ctype, **bearer(token)}
         )
         assert r.status_code == 403, r.text
+        assert 'error="insufficient_scope"' in r.headers["www-authenticate"]
         outcome = r.json()
         assert outcome["resourceType"] == "OperationOutcome"
         assert outcome["issue"][0]["code"] == "forbidden"
