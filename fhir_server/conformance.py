@@ -34,7 +34,7 @@ from typing import Any, cast
 from fhir_server.custom_params import DEFAULT_PROFILES_DIR, profile_resources
 from fhir_server.errors import MethodNotAllowed
 from fhir_server.fhir import jsonio
-from fhir_server.fhir.dates import to_instant_text
+from fhir_server.fhir.dates import now_us, to_instant_text
 from fhir_server.fhir.fulltext import fulltext_values
 from fhir_server.fhir.profiles import ProfileRegistry
 from fhir_server.fhir.searchparams import SearchParamRegistry
@@ -180,14 +180,15 @@ class ConformanceOverlay:
                         self._folder / "conformance.db", synchronous="OFF", readers=1
                     )
                     await own.open()
+                    loaded = now_us()  # their lastUpdated: when this server loaded them
                     async with own.transaction() as tx:
                         for res in self._resources:
-                            await tx.write(self._write(res))
+                            await tx.write(self._write(res, loaded))
                     self._own = own
         return self._own
 
-    def _write(self, res: dict[str, Any]) -> Write:
-        rtype, now = str(res["resourceType"]), 0
+    def _write(self, res: dict[str, Any], now: int) -> Write:
+        rtype = str(res["resourceType"])
         meta = {**(res.get("meta") or {}), "versionId": "1", "lastUpdated": to_instant_text(now)}
         out = {"resourceType": rtype, "id": res["id"], "meta": meta}
         out.update({k: v for k, v in res.items() if k not in out})

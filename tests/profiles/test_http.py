@@ -174,6 +174,9 @@ async def test_transaction_entries_are_checked(client: httpx.AsyncClient) -> Non
 async def test_conformance_resources_are_served(client: httpx.AsyncClient) -> None:
     r = await client.get("StructureDefinition/rpm-observation")
     assert r.status_code == 200 and r.json()["url"] == RPM_OBSERVATION
+    # lastUpdated: when this server loaded them, not the epoch
+    assert r.json()["meta"]["lastUpdated"] >= "2026"
+    assert "1970" not in r.headers["last-modified"]
     r = await client.get("StructureDefinition", params={"url": VIRTUAL_VISIT})
     assert [e["resource"]["id"] for e in r.json()["entry"]] == ["virtual-visit"]
     r = await client.get("StructureDefinition", params={"type": "Observation"})
