@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from fhir_server.custom_params import DEFAULT_PROFILES_DIR, profile_resources
-from fhir_server.errors import MethodNotAllowed
+from fhir_server.errors import Conflict, MethodNotAllowed
 from fhir_server.fhir import jsonio
 from fhir_server.fhir.dates import now_us, to_instant_text
 from fhir_server.fhir.fulltext import fulltext_values
@@ -86,6 +86,22 @@ def build_profiles(resources: list[dict[str, Any]]) -> ProfileRegistry:
 
 def read_only_ids(resources: list[dict[str, Any]]) -> dict[tuple[str, str], str]:
     return {(str(r["resourceType"]), str(r["id"])): str(r["url"]) for r in resources}
+
+
+def check_canonical(
+    read_only: dict[tuple[str, str], str], rtype: str, id: str, resource: dict[str, Any]
+) -> None:
+    """A stored conformance resource may not take the canonical URL of one of the server's own:
+    `StructureDefinition?url=...` would then name two, and validation would silently use one."""
+    url = resource.get("url")
+    if not isinstance(url, str) or (rtype, id) in read_only:
+        return
+    if any(u == url and t == rtype for (t, _), u in read_only.items()):
+        raise Conflict(
+            f"{url} is the canonical URL of one of the server's own conformance resources "
+            "(profiles/); give this resource its own url",
+            expression=[f"{rtype}.url"],
+        )
 
 
 def check_writable(read_only: dict[tuple[str, str], str], rtype: str, id: str) -> None:

@@ -20,7 +20,11 @@ from fhir_server.fhir.dates import to_instant_text
 from fhir_server.fhir.fulltext import fulltext_values
 from fhir_server.fhir.validation import validate_resource
 from fhir_server.interactions.context import FhirRequest, FhirResponse, Services
-from fhir_server.interactions.profile_checks import check_profiles, check_writable
+from fhir_server.interactions.profile_checks import (
+    check_canonical,
+    check_profiles,
+    check_writable,
+)
 from fhir_server.storage.base import Method, StoredResource, Transaction, Write
 
 _ID_RE = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
@@ -110,6 +114,8 @@ def prepare_write(
     now = ctx.clock.now_us()
     out = _with_meta(resource, rtype, id, version, now)
     check_writable(ctx.read_only, rtype, id)  # the server's own conformance resources
+    if ctx.read_only:
+        check_canonical(ctx.read_only, rtype, id, out)
     if not validated:
         validate_resource(out)
         check_profiles(ctx, out)

@@ -11,13 +11,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from fhir_server.conformance import check_writable
+from fhir_server.conformance import check_canonical, check_writable
 from fhir_server.errors import Unprocessable
 from fhir_server.interactions.context import Services
 
 RPM_OBSERVATION = "https://fhir-server.dev/fhir/StructureDefinition/rpm-observation"
 
-__all__ = ["RPM_OBSERVATION", "check_profiles", "check_writable", "required_profiles"]
+__all__ = [
+    "RPM_OBSERVATION",
+    "check_canonical",
+    "check_profiles",
+    "check_writable",
+    "required_profiles",
+]
 
 
 def required_profiles(ctx: Services, resource: dict[str, Any]) -> tuple[str, ...]:

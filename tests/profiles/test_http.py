@@ -287,3 +287,15 @@ async def test_capability_statement_lists_the_servers_profiles(client: httpx.Asy
     assert by_type["Encounter"]["supportedProfile"] == [VIRTUAL_VISIT]
     assert "supportedProfile" not in by_type["Patient"]
     assert "Extension" not in by_type
+
+
+async def test_a_stored_profile_may_not_take_a_server_profiles_url(
+    client: httpx.AsyncClient,
+) -> None:
+    served = (await client.get("StructureDefinition/rpm-observation")).json()
+    copy = {k: v for k, v in served.items() if k not in ("id", "meta")}
+    r = await client.post("StructureDefinition", json=copy)
+    assert r.status_code == 409, r.text
+    assert r.json()["issue"][0]["expression"] == ["StructureDefinition.url"]
+    copy["url"] = "https://example.org/fhir/StructureDefinition/my-rpm-observation"
+    assert (await client.post("StructureDefinition", json=copy)).status_code == 201
