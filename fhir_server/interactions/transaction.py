@@ -13,7 +13,7 @@ import binascii
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from fhir_server.errors import BadRequest, FhirError, Issue, Unprocessable
+from fhir_server.errors import BadRequest, FhirError, Issue, Unprocessable, operation_outcome
 from fhir_server.fhir import jsonio
 from fhir_server.interactions import create, delete, patch, update
 from fhir_server.interactions.bundles import bundle
@@ -89,7 +89,12 @@ def _response_entry(req: FhirRequest, stored: StoredResource | None, status: str
         response["etag"] = f'W/"{stored.version}"'
         response["lastModified"] = http_date(stored.last_updated)
         out["fullUrl"] = f"{req.base_url}/{stored.resource_type}/{stored.id}"
-        if prefer_return(req) != "minimal":
+        prefer = prefer_return(req)
+        if prefer == "OperationOutcome":  # R4: the preference applies to each entry
+            response["outcome"] = operation_outcome(
+                [Issue("information", "informational", f"{status}: {response['location']}")]
+            )
+        elif prefer != "minimal":
             out["resource"] = jsonio.orjson_fragment(stored.body)
     out["response"] = response
     return out

@@ -391,3 +391,24 @@ async def test_batch_entry_url_may_carry_a_system_url_in_its_query(
     statuses = [e["response"]["status"] for e in r.json()["entry"]]
     assert statuses[0].startswith("200")
     assert statuses[1].startswith("400")
+
+
+async def test_prefer_operation_outcome_applies_to_each_transaction_entry(
+    client: httpx.AsyncClient,
+) -> None:
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {
+                "resource": {"resourceType": "Patient", "active": True},
+                "request": {"method": "POST", "url": "Patient"},
+            }
+        ],
+    }
+    r = await client.post("", json=bundle, headers={"Prefer": "return=OperationOutcome"})
+    assert r.status_code == 200
+    entry = r.json()["entry"][0]
+    assert "resource" not in entry
+    assert entry["response"]["outcome"]["resourceType"] == "OperationOutcome"
+    assert entry["response"]["status"].startswith("201")
