@@ -223,22 +223,10 @@ async def _check_all(port: int, values: dict[str, list[str]]) -> dict[str, Any]:
 
 def plans(db: Path, examples: dict[str, Any]) -> dict[str, list[str]]:
     """The statements behind one instance of each query kind and SQLite's plan for each."""
-    from datetime import UTC
-
-    from fhir_server.fhir.resource_types import resource_types
-    from fhir_server.fhir.searchparams import SearchParamRegistry
-    from fhir_server.search.parse import SearchContext
-
     sys.path.insert(0, str(ROOT / "tools"))
-    from explain_search import explain
+    from explain_search import explain, search_context
 
-    ctx = SearchContext(
-        SearchParamRegistry.load_default(),
-        UTC,
-        "http://localhost/fhir",
-        False,
-        frozenset(resource_types()),
-    )
+    ctx = search_context()
     conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     try:
         return {label: explain(conn, ctx, info["example"]) for label, info in examples.items()}

@@ -12,21 +12,17 @@ import statistics
 import subprocess
 import sys
 import time
-from datetime import UTC
 from pathlib import Path
 from urllib.parse import parse_qsl
 
 from fhir_server.app import build_services
-from fhir_server.fhir.resource_types import resource_types
-from fhir_server.fhir.searchparams import SearchParamRegistry
 from fhir_server.interactions.context import FhirRequest
 from fhir_server.interactions.router import dispatch
-from fhir_server.search.parse import SearchContext
 from fhir_server.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tools"))
-from explain_search import explain  # noqa: E402
+from explain_search import explain, search_context  # noqa: E402
 
 MIX = [
     "Observation?patient=p17",
@@ -93,13 +89,7 @@ def main() -> None:
         cell = q.replace("|", "\\|")  # a bar inside a table cell must be escaped
         lines.append(f"| `{cell}` | {ms:.2f} |")
     lines += ["", "## Plans", ""]
-    ctx = SearchContext(
-        SearchParamRegistry.load_default(),
-        UTC,
-        "http://localhost/fhir",
-        False,
-        frozenset(resource_types()),
-    )
+    ctx = search_context()
     for q in MIX:
         lines += explain(conn, ctx, q)
     out = ROOT / "bench" / "results" / f"search-plans-{label}.md"

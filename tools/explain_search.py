@@ -66,16 +66,21 @@ def explain(conn: sqlite3.Connection, ctx: SearchContext, query: str) -> list[st
     return out
 
 
-def main(argv: list[str]) -> int:
-    data_dir, queries = Path(argv[0]), argv[1:]
-    conn = sqlite3.connect(data_dir / "fhir.db")
-    ctx = SearchContext(
+def search_context() -> SearchContext:
+    """How the explained queries are parsed: the default parameters, UTC, every type."""
+    return SearchContext(
         SearchParamRegistry.load_default(),
         UTC,
         "http://localhost/fhir",
         False,
         frozenset(resource_types()),
     )
+
+
+def main(argv: list[str]) -> int:
+    data_dir, queries = Path(argv[0]), argv[1:]
+    conn = sqlite3.connect(data_dir / "fhir.db")
+    ctx = search_context()
     for q in queries:
         print("\n".join(explain(conn, ctx, q)))
     return 0

@@ -215,44 +215,36 @@ async def authorize_post(request: Request) -> Response:
 # token, introspection, revocation, registration, launch ---------------------------------------------
 
 
-@router.post("/auth/token")
-async def token(request: Request) -> Response:
+FormEndpoint = Callable[[AuthServer, list[tuple[str, str]], str | None], Awaitable[Any]]
+
+
+async def _form_endpoint(request: Request, endpoint: FormEndpoint) -> Response:
+    """A form-posted OAuth endpoint: its JSON answer (or an empty 200), never cached, CORS open."""
     try:
         srv = _srv(request)
-        doc = await token_endpoint.handle(
-            srv, await _form(request), request.headers.get("authorization")
-        )
+        doc = await endpoint(srv, await _form(request), request.headers.get("authorization"))
     except _NoAuthServer:
         return _not_found()
     except OAuthError as exc:
         return _oauth_error(exc, cors=True)
+    if doc is None:
+        return Response(status_code=200, headers={**NO_STORE, **CORS})
     return _json(doc, headers={**NO_STORE, **CORS})
+
+
+@router.post("/auth/token")
+async def token(request: Request) -> Response:
+    return await _form_endpoint(request, token_endpoint.handle)
 
 
 @router.post("/auth/introspect")
 async def introspect(request: Request) -> Response:
-    try:
-        srv = _srv(request)
-        doc = await endpoints.introspect(
-            srv, await _form(request), request.headers.get("authorization")
-        )
-    except _NoAuthServer:
-        return _not_found()
-    except OAuthError as exc:
-        return _oauth_error(exc, cors=True)
-    return _json(doc, headers={**NO_STORE, **CORS})
+    return await _form_endpoint(request, endpoints.introspect)
 
 
 @router.post("/auth/revoke")
 async def revoke(request: Request) -> Response:
-    try:
-        srv = _srv(request)
-        await endpoints.revoke(srv, await _form(request), request.headers.get("authorization"))
-    except _NoAuthServer:
-        return _not_found()
-    except OAuthError as exc:
-        return _oauth_error(exc, cors=True)
-    return Response(status_code=200, headers={**NO_STORE, **CORS})
+    return await _form_endpoint(request, endpoints.revoke)
 
 
 @router.post("/auth/register")
