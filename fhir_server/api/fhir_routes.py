@@ -126,10 +126,8 @@ async def fhir_endpoint(request: Request, path: str = "") -> Response:
     services: Services = request.app.state.services
     media_type = negotiation.FHIR_JSON
     try:
-        media_type = negotiation.response_type(
-            request.headers.get("accept"), request.query_params.get("_format")
-        )
         accept, fmt = request.headers.get("accept"), request.query_params.get("_format")
+        media_type = negotiation.response_type(accept, fmt)
         media_type = negotiation.csv_only_for_operations(
             media_type, request.method, path, accept, fmt
         )
