@@ -3,6 +3,7 @@ latest first" gives exactly what the per-parameter indexes give, and older store
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -13,7 +14,7 @@ import pytest
 from asgi_lifespan import LifespanManager
 
 from fhir_server.app import create_app
-from fhir_server.fhir.index_values import DateValue, ReferenceValue, TokenValue
+from fhir_server.fhir.index_values import DateValue, IndexValue, ReferenceValue, TokenValue
 from fhir_server.fhir.paired_index import pair_values
 from fhir_server.search.query import (
     Clause,
@@ -225,3 +226,38 @@ async def test_sorting_on_the_paired_date_with_several_dates(tmp_path: Path) -> 
             assert [m.id for m in page.matches] == expected
     finally:
         await storage.close()
+
+
+async def test_stores_opened_together_agree_on_the_schema(tmp_path: Path) -> None:
+    """Workers open one store at once: a new store is made once, an old one migrated once."""
+    db = tmp_path / "f.db"
+    for _ in range(3):  # a new store, opened by three at once
+        engines = [SqliteStorage(db) for _ in range(3)]
+        await asyncio.gather(*(e.open() for e in engines))
+        for e in engines:
+            await e.close()
+    one = SqliteStorage(db)
+    await one.open()
+    async with one.transaction() as tx:
+        body = b'{"resourceType":"Observation"}'
+        index: list[IndexValue] = [
+            ReferenceValue("patient", "Patient", "p1"),
+            TokenValue("code", LOINC, "x"),
+        ]
+        await tx.write(
+            Write(StoredResource("Observation", "o", 1, 1, False, body), index, 0, "PUT")
+        )
+    await one.close()
+    conn = sqlite3.connect(db)
+    pairs = conn.execute("SELECT count(*) FROM idx_pair").fetchone()[0]
+    conn.execute("DELETE FROM idx_pair")
+    conn.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+    conn.commit()
+    conn.close()
+    engines = [SqliteStorage(db) for _ in range(3)]  # an old store, opened by three at once
+    await asyncio.gather(*(e.open() for e in engines))
+    for e in engines:
+        await e.close()
+    conn = sqlite3.connect(db)
+    assert conn.execute("SELECT count(*) FROM idx_pair").fetchone()[0] == pairs > 0
+    conn.close()

@@ -56,15 +56,16 @@ def build_pairs(conn: sqlite3.Connection) -> int:
 
 
 def migrate(conn: sqlite3.Connection) -> None:
-    row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-    if row is None:  # a new store: the DDL just made it current
-        conn.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-        return
-    version = int(row[0])
-    if version >= SCHEMA_VERSION:
+    """Bring the store to SCHEMA_VERSION. Several processes may open one store at once, so the
+    version is read again under the write lock before anything is built."""
+    # A store without a version row is new: the DDL just made it current. (Every older store has
+    # the row, so this never marks an old one current.)
+    conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+    if int(_version(conn)) >= SCHEMA_VERSION:
         return
     conn.execute("BEGIN IMMEDIATE")
     try:
+        version = int(_version(conn))  # under the lock: another process may have migrated
         if version < 2:
             log.warning("Upgrading the store to schema 2: building paired index rows")
             n = build_pairs(conn)
@@ -76,3 +77,7 @@ def migrate(conn: sqlite3.Connection) -> None:
     except BaseException:
         conn.execute("ROLLBACK")
         raise
+
+
+def _version(conn: sqlite3.Connection) -> str:
+    return str(conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0])
