@@ -1,0 +1,141 @@
+"""Faster equivalents of the two generic validators every fhir.resources model inherits.
+
+Each R4B model class inherits from `fhir_core.fhirabstractmodel.FHIRAbstractModel` a "before"
+validator (`reject_null_complex_elements`) and an "after" validator
+(`validate_after_model_construction`), and pydantic runs them for every element of a resource,
+the after one twice (the models' own `__init__` validates again). Both recompute, per element,
+facts that depend on the class alone: the first walks all of the class's fields through
+`is_list_type` (whose 1,024-entry cache thrashes over the models' thousands of fields) and
+`is_primitive_type` (uncached); the second rebuilds the required-field and choice-group lists.
+On Synthea data that is about half of all model validation time.
+
+`install()` replaces the two, before the first R4B model class is built (pydantic looks model
+validators up by name when it builds a class), with versions that compute those facts once per
+class. They decide exactly as the originals do; when an element fails, they call the library's
+own code to raise, so the errors are the library's, word for word. They are installed only if
+the originals are the code they were written against (a digest of their source); otherwise the
+originals stay and validation is merely slower. `tests/fhir/test_model_speedups.py` compares the
+verdicts with and without them on the official examples, Synthea and mutated copies of both.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import logging
+from typing import Any
+
+log = logging.getLogger("fhir_server")
+
+# sha256 of the source of each original these replacements reproduce or call (fhir-core 1.1.12).
+KNOWN_SOURCES = {
+    "reject_null_complex_elements": (
+        "d0d0200524d20d337433d62ea06bc4f14c0b76c50555dcfaa0282bf5cdf85350"
+    ),
+    "validate_after_model_construction": (
+        "016ab95ff060a75a1c85d30dc016014fbbf62f83791ca20204f8d6daec265edb"
+    ),
+    "_validate_required_primitive_elements": (
+        "3120cbe77ecbe66accc2ddf393eefd80e2177d03959692fd8977dc2cfcb8cbd5"
+    ),
+    "_validate_one_of_many": "b2f9b73fb7cfd1c0dc431ea54223ec60a8f5d7f5a63f41fe57efb6c116308b72",
+}
+
+NullChecked = tuple[tuple[str | None, str], ...]  # (alias, field name) of complex-type lists
+ChoiceGroups = tuple[tuple[tuple[str, ...], bool], ...]  # (field names, one required)
+AfterPlan = tuple[tuple[str, ...], ChoiceGroups]  # (required primitive fields, choice groups)
+
+_installed: bool | None = None
+_null_checked: dict[type, NullChecked] = {}
+_after_plans: dict[type, AfterPlan] = {}
+
+
+def install() -> bool:
+    """Install the replacements (once, before any R4B model module is imported); whether they
+    are in place."""
+    global _installed
+    if _installed is not None:
+        return _installed
+    from fhir_core.fhirabstractmodel import FHIRAbstractModel
+
+    model: Any = FHIRAbstractModel
+    drifted = [name for name, digest in KNOWN_SOURCES.items() if _digest(model, name) != digest]
+    if drifted:
+        log.warning(
+            "fhir-core differs from the version the model-validation speedups were written "
+            "for (%s changed); validating with its own code, which is slower",
+            ", ".join(drifted),
+        )
+        _installed = False
+        return False
+    original_required = model._validate_required_primitive_elements
+    original_choices = model._validate_one_of_many
+
+    def reject_null_complex_elements(cls: type, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        fields = _null_checked.get(cls)
+        if fields is None:
+            fields = _null_checked[cls] = _complex_list_fields(cls)
+        for alias, name in fields:
+            value = data.get(alias if alias and alias in data else name)
+            if isinstance(value, list) and any(item is None for item in value):
+                return original_reject(cls, data)  # raises the library's own errors
+        return data
+
+    def validate_after_model_construction(self: Any) -> Any:
+        plan = _after_plans.get(type(self))
+        if plan is None:
+            plan = _after_plans[type(self)] = _after_plan(self)
+        required, choices = plan
+        for key in required:
+            if getattr(self, key, None) is None:
+                original_required(self)  # raises unless an extension stands in for the value
+                break
+        for fields, one_required in choices:
+            present = sum(getattr(self, f, None) is not None for f in fields)
+            if present > 1 or (one_required and not present):
+                original_choices(self)  # raises
+        return self
+
+    original_reject = model.reject_null_complex_elements.__func__
+    model.reject_null_complex_elements = classmethod(reject_null_complex_elements)
+    model.validate_after_model_construction = validate_after_model_construction
+    _installed = True
+    return True
+
+
+def _digest(model: Any, name: str) -> str | None:
+    attr = model.__dict__.get(name)
+    func = getattr(attr, "__func__", attr)
+    try:
+        return hashlib.sha256(inspect.getsource(func).encode()).hexdigest()
+    except (OSError, TypeError):
+        return None
+
+
+def _complex_list_fields(cls: Any) -> NullChecked:
+    """The fields the original checks: lists of complex types, not the `__ext` siblings of
+    primitive lists (whose nulls line values up with their extensions)."""
+    from fhir_core.utils import is_list_type, is_primitive_type
+
+    return tuple(
+        (field.alias, name)
+        for name, field in cls.model_fields.items()
+        if is_list_type(field) and not is_primitive_type(field) and not name.endswith("__ext")
+    )
+
+
+def _after_plan(instance: Any) -> AfterPlan:
+    # Both lists are constants of the generated classes, returned by instance methods.
+    cls = type(instance)
+    aliases = cls.get_alias_mapping()
+    required = tuple(aliases[name] for name, _ in instance.get_required_fields())
+    choices = tuple(
+        (
+            tuple(fields),
+            cls.model_fields[fields[0]].json_schema_extra["one_of_many_required"] is True,
+        )
+        for fields in instance.get_one_of_many_fields().values()
+    )
+    return required, choices
