@@ -104,30 +104,39 @@ async def rewrite_references(
             resolved[value] = f"{rtype}/{found[0].id}"
         return resolved[value]
 
-    async def walk(node: Any) -> None:
-        if isinstance(node, dict):
+    # One synchronous pass over every body (a coroutine per node would cost more than the walk);
+    # conditional references are collected and resolved afterwards, once per distinct value.
+    pending: list[tuple[dict[str, Any], str, str]] = []
+
+    def walk(node: Any) -> None:
+        if type(node) is dict:
             for key, value in node.items():
-                if isinstance(value, str):
+                kind = type(value)
+                if kind is str:
                     if value in mapping:
                         node[key] = mapping[value]
                     elif key == "reference" and _CONDITIONAL_REF.match(value):
-                        node[key] = await conditional(value)
+                        pending.append((node, key, value))
                     elif key == "reference" and value.startswith(_LOCAL_URN):
                         raise BadRequest(
                             f"Reference '{value}' matches no fullUrl of the Bundle: "
                             "a urn:uuid or urn:oid reference must name an entry",
                             expression=["Bundle.entry.resource"],
                         )
-                elif isinstance(value, dict | list):
-                    await walk(value)
-        elif isinstance(node, list):
+                elif kind is dict or kind is list:
+                    walk(value)
+        elif type(node) is list:
             for idx, value in enumerate(node):
-                if isinstance(value, str) and value in mapping:
-                    node[idx] = mapping[value]
-                elif isinstance(value, dict | list):
-                    await walk(value)
+                kind = type(value)
+                if kind is str:
+                    if value in mapping:
+                        node[idx] = mapping[value]
+                elif kind is dict or kind is list:
+                    walk(value)
 
     for sub in subs:
         if sub.method in ("POST", "PUT") and isinstance(sub.body, dict):
-            await walk(sub.body)
+            walk(sub.body)
+    for node, key, value in pending:
+        node[key] = await conditional(value)
     return new_ids
