@@ -178,3 +178,55 @@ async def test_paging_is_stable_under_concurrent_writes(store: Storage) -> None:
     )
     all_ids = [m.id for m in first.matches] + [m.id for m in rest.matches]
     assert sorted(all_ids) == ["p1", "p2"] and rest.next_cursor is None
+
+
+def _code_query(code: str) -> SearchQuery:
+    return SearchQuery(("Observation",), (Clause((TokenCriterion("code", None, code, True),)),))
+
+
+async def test_many_index_rows_in_one_transaction_are_all_searchable(store: Storage) -> None:
+    """Every index row of a large transaction is searchable after it, once."""
+    many = [TokenValue("code", "http://x", f"c{i}") for i in range(150)]
+    async with store.transaction() as tx:
+        await save_in(tx, "Observation", "wide", many)
+        for i in range(70):
+            await save_in(tx, "Observation", f"o{i}", [TokenValue("code", "http://x", f"n{i % 7}")])
+    for code in ("c0", "c63", "c64", "c79", "c80", "c143", "c148", "c149"):
+        assert [m.id for m in (await store.search(_code_query(code))).matches] == ["wide"]
+    found = (await store.search(_code_query("n3"))).matches
+    assert sorted(m.id for m in found) == sorted(f"o{i}" for i in range(70) if i % 7 == 3)
+
+
+async def test_two_versions_written_in_one_batch_keep_only_the_last_ones_index(
+    store: Storage,
+) -> None:
+    """Writes buffered together (no read between them) are stored together: a second version of
+    the same resource must still replace the first one's search values."""
+    async with store.transaction() as tx:
+        first = stored("Observation", "twice", 1)
+        await tx.write(Write(first, [TokenValue("code", "http://x", "old")], 0, "POST"))
+        second = stored("Observation", "twice", 2)
+        await tx.write(Write(second, [TokenValue("code", "http://x", "new")], 1, "PUT"))
+    assert (await store.search(_code_query("old"))).matches == []
+    assert [m.id for m in (await store.search(_code_query("new"))).matches] == ["twice"]
+    current = await store.read("Observation", "twice")
+    assert current is not None and current.version == 2
+
+
+async def test_a_conflict_among_many_buffered_writes_fails_the_whole_transaction(
+    store: Storage,
+) -> None:
+    """A conflict early in a large transaction fails all of it and leaves nothing stored."""
+    with pytest.raises(VersionConflict):
+        async with store.transaction() as tx:
+            for i in range(150):
+                expected = 5 if i == 10 else 0  # entry 10 expects a version that does not exist
+                res = stored("Observation", f"bulk{i}", expected + 1)
+                await tx.write(
+                    Write(res, [TokenValue("code", "http://x", "bulk")], expected, "PUT")
+                )
+    assert await store.read("Observation", "bulk0") is None
+    assert await store.read("Observation", "bulk149") is None
+    assert (await store.search(_code_query("bulk"))).matches == []
+    await save(store, "Observation", "after")  # the store is usable afterwards
+    assert await store.read("Observation", "after") is not None
