@@ -12,7 +12,7 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from fhir_server import __version__, conformance
+from fhir_server import __version__, conformance, gc_tuning
 from fhir_server.api import auth_routes, fhir_routes
 from fhir_server.auth.server.core import AuthServer
 from fhir_server.custom_params import (
@@ -95,6 +95,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         export_runner = ExportRunner(services)
         app.state.export_runner = export_runner
         await export_runner.start()
+        gc_tuning.freeze_startup_heap()
         try:
             yield
         finally:

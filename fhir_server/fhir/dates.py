@@ -136,19 +136,24 @@ def us_to_datetime(us: int) -> dt.datetime:
 
 def to_instant_text(us: int) -> str:
     """ISO 8601 UTC text with `Z`: milliseconds shown when present, microseconds when needed."""
-    value = us_to_datetime(us)
+    seconds, micro = divmod(us, 1_000_000)
+    try:
+        text = _second_text(seconds)  # every write stamps one; most share their second
+    except ValueError:
+        raise ValueError(f"instant {us} µs is outside the years 1..9999") from None
+    if micro:
+        text += f".{micro:06d}" if micro % 1000 else f".{micro // 1000:03d}"
+    return text + "Z"
+
+
+@functools.lru_cache(maxsize=256)
+def _second_text(seconds: int) -> str:
+    value = us_to_datetime(seconds * 1_000_000)
     # Not strftime: it drops the zero padding of years below 1000 on some platforms.
-    text = (
+    return (
         f"{value.year:04d}-{value.month:02d}-{value.day:02d}"
         f"T{value.hour:02d}:{value.minute:02d}:{value.second:02d}"
     )
-    if value.microsecond:
-        text += (
-            f".{value.microsecond:06d}"
-            if value.microsecond % 1000
-            else f".{value.microsecond // 1000:03d}"
-        )
-    return text + "Z"
 
 
 def _days_in_month(year: int, month: int) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from datetime import UTC, datetime
 from email.utils import format_datetime
@@ -144,7 +145,12 @@ def deletion(ctx: Services, current: StoredResource) -> Write:
 
 
 def http_date(us: int) -> str:
-    return format_datetime(datetime.fromtimestamp(us / 1_000_000, UTC), usegmt=True)
+    return _http_date(us // 1_000_000)
+
+
+@functools.lru_cache(maxsize=256)
+def _http_date(seconds: int) -> str:  # HTTP dates have whole seconds; writes share them
+    return format_datetime(datetime.fromtimestamp(seconds, UTC), usegmt=True)
 
 
 def version_headers(stored: StoredResource) -> dict[str, str]:
