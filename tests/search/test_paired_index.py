@@ -228,6 +228,17 @@ async def test_sorting_on_the_paired_date_with_several_dates(tmp_path: Path) -> 
         await storage.close()
 
 
+async def test_new_stores_opened_by_several_at_once_open(tmp_path: Path) -> None:
+    """Switching a new file to WAL answers "database is locked" at once while another connection
+    does the same; opening must wait for it, not fail (it did in about one round in ten)."""
+    for round in range(25):
+        db = tmp_path / f"new{round}.db"
+        engines = [SqliteStorage(db) for _ in range(4)]
+        await asyncio.gather(*(e.open() for e in engines))
+        for e in engines:
+            await e.close()
+
+
 async def test_stores_opened_together_agree_on_the_schema(tmp_path: Path) -> None:
     """Workers open one store at once: a new store is made once, an old one migrated once."""
     db = tmp_path / "f.db"
