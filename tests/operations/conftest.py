@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
-from asgi_lifespan import LifespanManager
 
-from fhir_server.app import create_app
-from tests.api.conftest import BASE, make_settings
+from tests.api.conftest import client
+
+__all__ = ["client"]  # the API tests' fixture: the real app over HTTP, per test
 
 LOINC = "http://loinc.org"
 VITALS = {
@@ -22,16 +19,6 @@ VITALS = {
         }
     ]
 }
-
-
-@pytest.fixture
-async def client(tmp_path: Path, storage_url: str | None) -> AsyncIterator[httpx.AsyncClient]:
-    # `storage_url`: SQLite, unless the module is marked `all_engines` (tests/storage/engines.py)
-    app = create_app(make_settings(tmp_path, storage=storage_url))
-    async with LifespanManager(app) as manager:
-        transport = httpx.ASGITransport(app=manager.app)
-        async with httpx.AsyncClient(transport=transport, base_url=BASE) as c:
-            yield c
 
 
 async def put(client: httpx.AsyncClient, resource: dict[str, Any]) -> None:

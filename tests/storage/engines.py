@@ -117,7 +117,7 @@ def engine(request: pytest.FixtureRequest) -> str:
     return str(getattr(request, "param", "sqlite"))
 
 
-def _mongo_base(request: pytest.FixtureRequest, engine: str) -> str:
+def mongo_database(request: pytest.FixtureRequest, engine: str) -> str:
     """A new database's URI on the real MongoDB or the stand-in."""
     if engine == "mongodb":
         assert REAL_URI is not None
@@ -136,7 +136,7 @@ def storage_url(request: pytest.FixtureRequest, engine: str) -> Iterator[str | N
     if engine == "sqlite":
         yield None
         return
-    uri = _mongo_base(request, engine)
+    uri = mongo_database(request, engine)
     yield uri
     _drop(uri)
 
@@ -149,7 +149,7 @@ def module_storage_url(
     if engine == "sqlite":
         yield f"sqlite:///{tmp_path_factory.mktemp('store') / 'fhir.db'}"
         return
-    uri = _mongo_base(request, engine)
+    uri = mongo_database(request, engine)
     yield uri
     _drop(uri)
 

@@ -32,7 +32,14 @@ from fhir_server.storage.mongo.engine import database_name, supports_transaction
 from fhir_server.storage.mongo.indexes import HISTORY_INDEXES, RESOURCE_INDEXES
 from fhir_server.storage.mongo.transaction import TransactionsUnsupported
 from tests.api.conftest import make_settings
-from tests.storage.engines import REAL_URI, STANDIN, StandIn, _drop, with_database
+from tests.storage.engines import (
+    REAL_URI,
+    STANDIN,
+    StandIn,
+    _drop,
+    mongo_database,
+    with_database,
+)
 from tests.storage.helpers import remove, save, save_in
 
 # -- pure parts ----------------------------------------------------------------------------------
@@ -98,16 +105,7 @@ def test_every_query_shape_has_an_index() -> None:
 
 @pytest.fixture
 def mongo_url(request: pytest.FixtureRequest) -> Iterator[str]:
-    if REAL_URI:
-        base = REAL_URI
-    else:
-        server: StandIn = request.getfixturevalue("standin")
-        if server.problem:
-            pytest.skip(server.problem)
-        base = server.uri
-    import uuid
-
-    uri = with_database(base, f"fhirtest_{uuid.uuid4().hex[:12]}")
+    uri = mongo_database(request, "mongodb" if REAL_URI else STANDIN)
     yield uri
     _drop(uri)
 

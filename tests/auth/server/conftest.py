@@ -7,12 +7,13 @@ import base64
 import contextlib
 import functools
 import hashlib
+import os
 import re
 import secrets
 import shutil
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from html import unescape
 from pathlib import Path
@@ -31,6 +32,7 @@ from fhir_server.auth.server.core import AuthServer
 from fhir_server.auth.server.keys import KeyRing, keys_path
 from fhir_server.auth.server.models import Client, User
 from fhir_server.auth.server.passwords import hash_password
+from fhir_server.cli import main as cli_main
 from fhir_server.interactions.context import Services
 from fhir_server.seed import direct_sender
 from tests.api.conftest import make_settings
@@ -277,3 +279,18 @@ def assertion(
         **claims,
     }
     return jwt.encode(h, c, key, algorithms=[alg])
+
+
+@pytest.fixture
+def restore_environment() -> Iterator[None]:
+    """The CLI passes options on as FHIR_SERVER_* variables; keep them out of other tests."""
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
+    """`fhir-server ARGV...` in this process: its exit code and standard output."""
+    code = cli_main(list(argv))
+    return code, capsys.readouterr().out

@@ -6,8 +6,6 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,25 +14,14 @@ from fhir_server.auth.server.keys import KeyRing
 from fhir_server.auth.server.passwords import verify_password
 from fhir_server.auth.server.store import create_auth_store
 from fhir_server.cli import main
+from tests.auth.server.conftest import run_cli
 
-
-@pytest.fixture(autouse=True)
-def _restore_environment() -> Iterator[None]:
-    """The CLI passes options on as FHIR_SERVER_* variables; keep them out of other tests."""
-    saved = dict(os.environ)
-    yield
-    os.environ.clear()
-    os.environ.update(saved)
-
-
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
-    code = main(list(argv))
-    return code, capsys.readouterr().out
+pytestmark = pytest.mark.usefixtures("restore_environment")
 
 
 def test_clients(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     d = str(tmp_path)
-    code, out = run(
+    code, out = run_cli(
         capsys,
         "clients",
         "add",
@@ -57,7 +44,7 @@ def test_clients(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
         doc["token_endpoint_auth_method"] == "none"
         and doc["scope"] == "launch/patient patient/*.rs offline_access"
     )
-    code, out = run(
+    code, out = run_cli(
         capsys,
         "clients",
         "add",
@@ -73,7 +60,7 @@ def test_clients(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert code == 0 and json.loads(out)["client_secret"]
     jwks = {"keys": [{"kty": "EC", "kid": "k", "crv": "P-384", "x": "AA", "y": "AA"}]}
     (tmp_path / "jwks.json").write_text(json.dumps(jwks))
-    code, out = run(
+    code, out = run_cli(
         capsys,
         "clients",
         "add",
@@ -89,7 +76,7 @@ def test_clients(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
         d,
     )
     assert code == 0 and json.loads(out)["grant_types"] == ["client_credentials"]
-    code, out = run(
+    code, out = run_cli(
         capsys,
         "clients",
         "add",
@@ -104,20 +91,20 @@ def test_clients(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     )
     assert code == 0 and json.loads(out)["jwks_uri"] == "https://a.example/jwks"
     assert main(["clients", "add", "--type", "backend", "--data-dir", d]) == 2  # no keys, no scope
-    code, out = run(capsys, "clients", "list", "--data-dir", d)
+    code, out = run_cli(capsys, "clients", "list", "--data-dir", d)
     listed = json.loads(out)
     assert {c["client_id"] for c in listed} >= {"conf", "ehr"} and len(listed) == 4
     assert all("client_secret" not in c and "client_secret_hash" not in c for c in listed)
-    assert run(capsys, "clients", "remove", "ehr", "--data-dir", d)[0] == 0
-    assert run(capsys, "clients", "remove", "ehr", "--data-dir", d)[0] == 1
-    assert len(json.loads(run(capsys, "clients", "list", "--data-dir", d)[1])) == 3
+    assert run_cli(capsys, "clients", "remove", "ehr", "--data-dir", d)[0] == 0
+    assert run_cli(capsys, "clients", "remove", "ehr", "--data-dir", d)[0] == 1
+    assert len(json.loads(run_cli(capsys, "clients", "list", "--data-dir", d)[1])) == 3
 
 
 def test_users(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     d = str(tmp_path)
-    code, out = run(
+    code, out = run_cli(
         capsys,
         "users",
         "add",
@@ -132,7 +119,7 @@ def test_users(
     )
     assert code == 0 and json.loads(out)["fhirUser"] == "Practitioner/n1"
     monkeypatch.setattr("sys.stdin", io.StringIO("from-stdin\n"))
-    code, out = run(
+    code, out = run_cli(
         capsys, "users", "add", "--username", "pat", "--fhir-user", "Patient/p1", "--data-dir", d
     )
     assert code == 0 and "from-stdin" not in out
@@ -164,12 +151,12 @@ def test_users(
         await store.close()
 
     asyncio.run(check())
-    code, out = run(capsys, "users", "list", "--data-dir", d)
+    code, out = run_cli(capsys, "users", "list", "--data-dir", d)
     assert [u["username"] for u in json.loads(out)] == ["nurse", "pat"]
     assert "hash" not in out
-    assert run(capsys, "users", "remove", "nurse", "--data-dir", d)[0] == 0
+    assert run_cli(capsys, "users", "remove", "nurse", "--data-dir", d)[0] == 0
     assert [
-        u["username"] for u in json.loads(run(capsys, "users", "list", "--data-dir", d)[1])
+        u["username"] for u in json.loads(run_cli(capsys, "users", "list", "--data-dir", d)[1])
     ] == ["pat"]
 
 
@@ -177,7 +164,7 @@ def test_keys_rotate(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
     ring = KeyRing.load_or_create(tmp_path)
     first = {k["kid"] for k in ring.jwks()["keys"]}
     assert (tmp_path / "auth-keys.json").stat().st_mode & 0o777 == 0o600
-    assert run(capsys, "keys", "rotate", "--data-dir", str(tmp_path))[0] == 0
+    assert run_cli(capsys, "keys", "rotate", "--data-dir", str(tmp_path))[0] == 0
     ring.reload_if_changed()
     second = {k["kid"] for k in ring.jwks()["keys"]}
     assert first < second and len(second) == 4

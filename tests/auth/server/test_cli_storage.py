@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,23 +14,9 @@ import pytest
 from fhir_server.auth.server.keys import KeyRingBase
 from fhir_server.auth.server.passwords import verify_password
 from fhir_server.auth.server.store import create_auth_store, open_key_ring
-from fhir_server.cli import main
+from tests.auth.server.conftest import run_cli
 
-pytestmark = pytest.mark.all_engines
-
-
-@pytest.fixture(autouse=True)
-def _restore_environment() -> Iterator[None]:
-    """The CLI passes options on as FHIR_SERVER_* variables; keep them out of other tests."""
-    saved = dict(os.environ)
-    yield
-    os.environ.clear()
-    os.environ.update(saved)
-
-
-def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
-    code = main(list(argv))
-    return code, capsys.readouterr().out
+pytestmark = [pytest.mark.all_engines, pytest.mark.usefixtures("restore_environment")]
 
 
 def _kids(data_dir: Path, storage_url: str | None) -> set[str]:
@@ -52,11 +37,11 @@ def test_clients_users_and_keys_follow_the_storage_url(
 ) -> None:
     cli_dir, server_dir = tmp_path / "cli", tmp_path / "server"
     where = ["--data-dir", str(cli_dir), *(["--storage", storage_url] if storage_url else [])]
-    code, out = cli(
+    code, out = run_cli(
         capsys, "clients", "add", "--client-id", "app1", "--redirect-uri", "https://a/cb", *where
     )
     assert code == 0 and json.loads(out)["client_id"] == "app1"
-    code, out = cli(
+    code, out = run_cli(
         capsys,
         "users",
         "add",
@@ -70,7 +55,7 @@ def test_clients_users_and_keys_follow_the_storage_url(
     )
     assert code == 0
     before = _kids(cli_dir, storage_url)
-    assert cli(capsys, "keys", "rotate", *where)[0] == 0
+    assert run_cli(capsys, "keys", "rotate", *where)[0] == 0
 
     async def server_view(data_dir: Path) -> tuple[list[str], bool]:
         store = create_auth_store(data_dir, storage_url)
@@ -95,10 +80,10 @@ def test_clients_users_and_keys_follow_the_storage_url(
     env_where = ["--data-dir", str(cli_dir)]
     if storage_url:
         os.environ["FHIR_SERVER_STORAGE"] = storage_url
-    code, out = cli(capsys, "clients", "list", *env_where)
+    code, out = run_cli(capsys, "clients", "list", *env_where)
     assert code == 0 and [c["client_id"] for c in json.loads(out)] == ["app1"]
-    assert cli(capsys, "users", "remove", "nurse", *env_where)[0] == 0
-    code, out = cli(capsys, "users", "list", *env_where)
+    assert run_cli(capsys, "users", "remove", "nurse", *env_where)[0] == 0
+    code, out = run_cli(capsys, "users", "list", *env_where)
     assert json.loads(out) == []
 
 
