@@ -59,7 +59,7 @@ async def stored_search_parameters(storage: Storage) -> list[dict[str, Any]]:
         page = await storage.search(
             SearchQuery(("SearchParameter",), (active,), count=500, after=after)
         )
-        out += [jsonio.loads(m.body, max_depth=10_000) for m in page.matches]
+        out += [jsonio.loads_own(m.body) for m in page.matches]
         if page.next_cursor is None:
             return out
         after = page.next_cursor

@@ -24,7 +24,7 @@ async def reindex(
             page = await ctx.storage.search(SearchQuery((rtype,), count=BATCH, after=after))
             batch = []
             for stored in page.matches:
-                resource = jsonio.loads(stored.body, max_depth=10_000)
+                resource = jsonio.loads_own(stored.body)
                 batch.append((stored, [*extract(resource), *fulltext_values(resource)]))
             if batch:
                 await ctx.storage.reindex(batch)

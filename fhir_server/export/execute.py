@@ -44,7 +44,7 @@ def job_parts(ctx: Services, job: ExportJob) -> list[Part]:
 def _line(stored: StoredResource, elements: list[str] | None) -> bytes:
     if elements is None:
         return stored.body
-    return jsonio.dumps(subset(jsonio.loads(stored.body, max_depth=10_000), None, elements))
+    return jsonio.dumps(subset(jsonio.loads_own(stored.body), None, elements))
 
 
 async def _query(ctx: Services, part: Part, count: int, snapshot: int | None) -> SearchQuery:

@@ -84,8 +84,9 @@ def loads(body: bytes | str, *, max_depth: int = 100) -> Any:
 
 
 def loads_own(body: bytes) -> Any:
-    """Parse JSON that `dumps` wrote (in this process or a worker's parent): it was checked when
-    it came in, so the duplicate-key and depth checks, a third of `loads`' cost, are skipped."""
+    """Parse JSON this server wrote with `dumps` (stored bodies, the validation pool's chunks): it
+    was checked when it came in, so the duplicate-key and depth checks, a third of `loads`' cost,
+    are not made again."""
     return json.loads(body, parse_float=_parse_float)
 
 

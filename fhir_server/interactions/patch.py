@@ -37,7 +37,7 @@ async def patch_in(
     if current.deleted:
         raise Gone(f"{rtype}/{id} was deleted")
     check_if_match(req, current)
-    patched = apply_patch(jsonio.loads(current.body, max_depth=10_000), req.body)
+    patched = apply_patch(jsonio.loads_own(current.body), req.body)
     if not isinstance(patched, dict) or patched.get("resourceType") != rtype:
         raise BadRequest("The patch must not change the resource type")
     if patched.get("id") != id:

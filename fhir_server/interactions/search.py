@@ -40,7 +40,7 @@ def _compartment_clause(ctype: str, cid: str, types: tuple[str, ...]) -> Clause:
 def _entry(req: FhirRequest, stored: StoredResource, mode: str, summary: str | None,
            elements: list[str] | None) -> dict[str, Any]:  # fmt: skip
     if summary or elements is not None:
-        res: Any = orjson.Fragment(jsonio.dumps(subset(jsonio.loads(stored.body, max_depth=10_000),
+        res: Any = orjson.Fragment(jsonio.dumps(subset(jsonio.loads_own(stored.body),
                                                        summary, elements)))  # fmt: skip
     else:
         res = resource_fragment(stored)

@@ -56,4 +56,4 @@ def subset_body(body: bytes, summary: str | None, elements_param: str | None) ->
         if elements_param is None:
             return body
     elements = [e.strip() for e in elements_param.split(",")] if elements_param else None
-    return jsonio.dumps(subset(jsonio.loads(body, max_depth=10_000), summary, elements))
+    return jsonio.dumps(subset(jsonio.loads_own(body), summary, elements))

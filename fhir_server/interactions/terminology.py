@@ -41,7 +41,7 @@ async def _find(ctx: Services, rtype: str, url: str) -> dict[str, Any] | None:
         query = SearchQuery((rtype,), (Clause((UriCriterion("url", canonical),)),), count=1)
         page = await storage.search(query)
         stored = page.matches[0] if page.matches else None
-    return jsonio.loads(stored.body, max_depth=10_000) if stored else None
+    return jsonio.loads_own(stored.body) if stored else None
 
 
 def _concepts(concepts: list[Any], parent: str | None, parents: dict[str, set[str]]) -> None:

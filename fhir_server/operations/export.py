@@ -103,7 +103,7 @@ async def _group_members(ctx: Services, group_id: str) -> list[str]:
         raise NotFound(f"Group/{group_id} is not known")
     if stored.deleted:
         raise Gone(f"Group/{group_id} has been deleted")
-    group = jsonio.loads(stored.body, max_depth=10_000)
+    group = jsonio.loads_own(stored.body)
     members: list[str] = []
     for m in group.get("member") or []:
         ref = str(((m or {}).get("entity") or {}).get("reference") or "")

@@ -70,7 +70,7 @@ async def _stored_profile(ctx: Services, url: str) -> bool:
     page = await ctx.storage.search(query)
     if not page.matches:
         return False
-    return ctx.profiles.add(jsonio.loads(page.matches[0].body, max_depth=10_000))
+    return ctx.profiles.add(jsonio.loads_own(page.matches[0].body))
 
 
 async def _subject(
@@ -81,7 +81,7 @@ async def _subject(
     stored = await ctx.storage.read(rtype, id)
     if stored is None or stored.deleted:
         raise NotFound(f"{rtype}/{id} is not known")
-    return jsonio.loads(stored.body, max_depth=10_000)
+    return jsonio.loads_own(stored.body)
 
 
 async def validate(ctx: Services, req: FhirRequest, target: OperationTarget) -> FhirResponse:

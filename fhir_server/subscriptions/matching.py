@@ -57,7 +57,7 @@ def engine_tx(tx: Transaction) -> Transaction:
 
 
 def spec_of(stored: StoredResource) -> SubscriptionSpec:
-    return parse_subscription(jsonio.loads(stored.body, max_depth=10_000))
+    return parse_subscription(jsonio.loads_own(stored.body))
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -255,7 +255,7 @@ class DeliveryWorker:
                 current = await tx.read("Subscription", spec.id)
                 if current is None or current.deleted:
                     return
-                doc = jsonio.loads(current.body, max_depth=10_000)
+                doc = jsonio.loads_own(current.body)
                 if (
                     doc.get("status") not in LIVE_STATUSES
                     or spec_of(current).endpoint != spec.endpoint
@@ -292,7 +292,7 @@ class DeliveryWorker:
         stored = await self.storage.read("Subscription", subscription_id)
         if stored is None or stored.deleted:
             return False
-        return bool(jsonio.loads(stored.body, max_depth=10_000).get("status") in LIVE_STATUSES)
+        return bool(jsonio.loads_own(stored.body).get("status") in LIVE_STATUSES)
 
 
 def _fresh_state(spec: SubscriptionSpec) -> dict[str, Any]:
