@@ -3,7 +3,9 @@
 Every POST entry gets its id up front (or the id of the resource its If-None-Exist finds), so that
 `urn:uuid:` full URLs can be replaced with `Type/id` everywhere in the Bundle, as R4 requires
 ("all matching links ... in resource references and elements of type uri"). Conditional references
-(`Patient?identifier=...`) are searched inside the same transaction and must match exactly one.
+(`Patient?identifier=...`) must match exactly one resource. The caller chooses what the searches
+see: a transaction Bundle resolves on committed data and confirms inside its transaction
+(`conditional.RecordedSearches`).
 """
 
 from __future__ import annotations
@@ -15,14 +17,14 @@ from typing import Any
 from fhir_server.errors import BadRequest, PreconditionFailed
 from fhir_server.interactions.conditional import find_matches, parse_criteria
 from fhir_server.interactions.context import FhirRequest, Services
-from fhir_server.storage.base import Transaction
+from fhir_server.storage.base import Searcher
 
 _CONDITIONAL_REF = re.compile(r"^([A-Z][A-Za-z]+)\?(.+)$")
 _LOCAL_URN = ("urn:uuid:", "urn:oid:")  # identify entries of this Bundle only
 
 
 async def _assign_ids(
-    ctx: Services, tx: Transaction, entries: list[Any], subs: list[FhirRequest]
+    ctx: Services, tx: Searcher, entries: list[Any], subs: list[FhirRequest]
 ) -> tuple[dict[str, str], dict[int, str]]:
     mapping: dict[str, str] = {}
     new_ids: dict[int, str] = {}
@@ -79,7 +81,7 @@ async def _assign_ids(
 
 async def rewrite_references(
     ctx: Services,
-    tx: Transaction,
+    tx: Searcher,
     req: FhirRequest,
     entries: list[Any],
     subs: list[FhirRequest],

@@ -23,10 +23,13 @@ from fhir_server.interactions.common import (
     http_date,
     location,
     prefer_return,
+    prepare_write,
+    store,
 )
+from fhir_server.interactions.conditional import RecordedSearches
 from fhir_server.interactions.context import FhirRequest, FhirResponse, Services
 from fhir_server.interactions.references import rewrite_references
-from fhir_server.storage.base import StoredResource, Transaction, supports_transactions
+from fhir_server.storage.base import StoredResource, Transaction, Write, supports_transactions
 
 _ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
 _HEADER_FIELDS = {
@@ -174,6 +177,22 @@ async def _precheck_entries(ctx: Services, subs: list[FhirRequest]) -> None:
             raise _in_entry(Unprocessable(errors[0].diagnostics, issues=errors), i)
 
 
+def _prepare_creates(
+    ctx: Services, subs: list[FhirRequest], new_ids: dict[int, str]
+) -> dict[int, Write]:
+    """The writes of the POST entries that create (no If-None-Exist match), by entry index."""
+    out: dict[int, Write] = {}
+    for i, id in new_ids.items():
+        sub = subs[i]
+        rtype = next(p for p in sub.path.split("/") if p)  # checked by _precheck_entries
+        try:
+            resource = body_resource(sub, rtype)
+            out[i] = prepare_write(ctx, resource, rtype, id, 1, 0, "POST", validated=True)
+        except FhirError as err:
+            raise _in_entry(err, i) from None
+    return out
+
+
 async def _run_entry(
     ctx: Services, tx: Transaction, sub: FhirRequest, new_id: str | None
 ) -> tuple[StoredResource | None, str]:
@@ -217,16 +236,27 @@ async def _transaction(ctx: Services, req: FhirRequest, entries: list[Any]) -> F
         )
     subs = [entry_request(req, e if isinstance(e, dict) else {}, i) for i, e in enumerate(entries)]
     await _precheck_entries(ctx, subs)
+    # References are resolved and new resources prepared before the storage lock, which Bundles
+    # queue for: held only to confirm those searches and store, it lets the next Bundle store
+    # while this one prepares (`RecordedSearches`).
+    searches = RecordedSearches(ctx.storage)
+    new_ids = await rewrite_references(ctx, searches, req, entries, subs)
+    prepared = _prepare_creates(ctx, subs, new_ids)
     results: list[dict[str, Any] | None] = [None] * len(subs)
     order = sorted(range(len(subs)), key=lambda i: _ORDER[subs[i].method])
     async with ctx.storage.transaction() as tx:
-        new_ids = await rewrite_references(ctx, tx, req, entries, subs)
+        await searches.confirm(tx)
         for i in order:
             sub = subs[i]
             if sub.method in ("GET", "HEAD"):
                 continue
+            stored: StoredResource | None
             try:
-                stored, status = await _run_entry(ctx, tx, sub, new_ids.get(i))
+                if i in prepared:
+                    await store(ctx, tx, prepared[i])
+                    stored, status = prepared[i].resource, "201 Created"
+                else:
+                    stored, status = await _run_entry(ctx, tx, sub, new_ids.get(i))
             except FhirError as err:
                 raise _in_entry(err, i) from None
             results[i] = _response_entry(req, stored, status)

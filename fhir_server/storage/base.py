@@ -91,6 +91,12 @@ class VersionConflict(Conflict):
     """Another writer changed the resource since it was read."""
 
 
+class Searcher(Protocol):
+    """Anything that runs a search: the storage itself (committed data) or a transaction."""
+
+    async def search(self, query: SearchQuery) -> SearchPage: ...
+
+
 class Transaction(Protocol):
     """A unit of work: reads see its own earlier writes; everything commits or nothing does."""
 

@@ -9,8 +9,13 @@ import httpx
 import pytest
 
 from fhir_server.app import build_services
+from fhir_server.errors import FhirError
+from fhir_server.interactions.common import deletion
+from fhir_server.interactions.conditional import RecordedSearches
 from fhir_server.interactions.context import FhirRequest, Services
 from fhir_server.interactions.router import dispatch
+from fhir_server.search.query import SearchQuery
+from fhir_server.storage.base import SearchPage
 from tests.api.conftest import make_settings
 
 # Run on every storage engine (tests/storage/engines.py).
@@ -79,3 +84,49 @@ async def test_two_stores_on_one_file_serialise_writes(tmp_path: Path) -> None:
     finally:
         await a.storage.close()
         await b.storage.close()
+
+
+async def test_transaction_refused_when_its_conditional_reference_changes_meanwhile(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A transaction resolves conditional references on committed data before it takes the
+    storage lock, and repeats the searches under it: a write in between makes it a 409 that
+    stores nothing, not a reference to a resource that no longer matches."""
+    services = build_services(make_settings(tmp_path))
+    await services.storage.open()
+    try:
+        patient = {"resourceType": "Patient", "id": "p1", "identifier": [{"value": "mrn-1"}]}
+        await dispatch(services, FhirRequest("PUT", "Patient/p1", body=patient))
+        resolved = asyncio.Event()
+        search = RecordedSearches.search
+
+        async def search_then_signal(self: RecordedSearches, query: SearchQuery) -> SearchPage:
+            page = await search(self, query)
+            resolved.set()
+            return page
+
+        monkeypatch.setattr(RecordedSearches, "search", search_then_signal)
+        obs = {
+            "resourceType": "Observation",
+            "status": "final",
+            "code": {"text": "weight"},
+            "subject": {"reference": "Patient?identifier=mrn-1"},
+        }
+        bundle = {
+            "resourceType": "Bundle",
+            "type": "transaction",
+            "entry": [{"resource": obs, "request": {"method": "POST", "url": "Observation"}}],
+        }
+        async with services.storage.transaction() as tx:  # holds the lock the Bundle waits for
+            task = asyncio.create_task(dispatch(services, FhirRequest("POST", "", body=bundle)))
+            await resolved.wait()
+            current = await tx.read("Patient", "p1")
+            assert current is not None
+            await tx.write(deletion(services, current))
+        with pytest.raises(FhirError) as refused:
+            await task
+        assert refused.value.status == 409
+        assert "concurrent write" in refused.value.issues[0].diagnostics
+        assert (await services.storage.count("Observation")) == 0
+    finally:
+        await services.storage.close()

@@ -26,6 +26,7 @@ from fhir_server.search.query import (
 )
 from fhir_server.storage.base import StoredResource, Write
 from fhir_server.storage.sqlite.engine import SqliteStorage
+from fhir_server.storage.sqlite.schema import SCHEMA_VERSION
 from tests.api.conftest import make_settings
 
 LOINC = "http://loinc.org"
@@ -179,7 +180,49 @@ async def test_version_1_store_gets_its_pairs_at_open(tmp_path: Path) -> None:
             for query, expected in CASES.items():
                 assert set(await _ids(c, query)) == expected, query
     conn = sqlite3.connect(db)
-    assert conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() == ("2",)
+    version = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+    assert version == (str(SCHEMA_VERSION),)
+    conn.close()
+
+
+async def test_version_2_store_gets_a_partial_url_index(tmp_path: Path) -> None:
+    """Schema 3 keeps only rows with a url in idx_reference_url; an older store's full index is
+    rebuilt at open, and url searches still use it."""
+    app = create_app(make_settings(tmp_path))
+    obs = {
+        "resourceType": "Observation",
+        "id": "o1",
+        "status": "final",
+        "code": {"text": "x"},
+        "subject": {"reference": "http://elsewhere.example/fhir/Patient/p9"},
+    }
+    async with LifespanManager(app) as manager:
+        transport = httpx.ASGITransport(app=manager.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t/fhir") as c:
+            assert (await c.put("Observation/o1", json=obs)).status_code == 201
+    db = tmp_path / "data" / "fhir.db"
+    conn = sqlite3.connect(db)
+    conn.execute("DROP INDEX idx_reference_url")
+    conn.execute("CREATE INDEX idx_reference_url ON idx_reference (type, param, url, pk)")
+    conn.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
+    conn.commit()
+    conn.close()
+    app = create_app(make_settings(tmp_path))
+    async with LifespanManager(app) as manager:
+        transport = httpx.ASGITransport(app=manager.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t/fhir") as c:
+            url = "http://elsewhere.example/fhir/Patient/p9"
+            assert await _ids(c, f"subject={url}") == ["o1"]
+    conn = sqlite3.connect(db)
+    (sql,) = conn.execute(
+        "SELECT sql FROM sqlite_master WHERE name = 'idx_reference_url'"
+    ).fetchone()
+    assert "WHERE url IS NOT NULL" in sql
+    plan = conn.execute(
+        "EXPLAIN QUERY PLAN SELECT pk FROM idx_reference WHERE type = ? AND param = ? AND url = ?",
+        ("Observation", "subject", "u"),
+    ).fetchall()
+    assert "idx_reference_url" in str(plan)
     conn.close()
 
 

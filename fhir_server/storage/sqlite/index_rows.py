@@ -79,9 +79,33 @@ def pair_rows(pk: int, rtype: str, values: Iterable[IndexValue]) -> list[Row]:
     ]
 
 
+def token_rows(pk: int, rtype: str, tokens: list[TokenValue]) -> list[Row]:
+    """One row per coded value; the texts (`:text`: CodeableConcept.text, Coding.display) ride in
+    the `text` column of the parameter's coded rows, and only texts left over get rows of their
+    own. `:text` asks whether any row of the resource and parameter has a matching text, and the
+    coded searches read only system and code, so both see what one row per text would give them,
+    for a third fewer rows (and index entries) per write."""
+    coded: list[TokenValue] = []
+    texts: dict[str, list[str | None]] = {}
+    for v in tokens:
+        if v.system is None and v.code is None:
+            texts.setdefault(v.param, []).append(v.text)
+        else:
+            coded.append(v)
+    rows: list[Row] = []
+    for v in coded:
+        text = v.text
+        if text is None and (waiting := texts.get(v.param)):
+            text = waiting.pop()
+        rows.append((pk, rtype, v.param, v.system, v.code, text))
+    rows += [(pk, rtype, param, None, None, t) for param, left in texts.items() for t in left]
+    return rows
+
+
 def rows_by_table(pk: int, rtype: str, values: Sequence[IndexValue]) -> dict[str, list[Row]]:
     out: dict[str, list[Row]] = {}
     narrative = content = None
+    tokens: list[TokenValue] = []
 
     def add(table: str, row: Row) -> None:
         out.setdefault(table, []).append(row)
@@ -89,7 +113,7 @@ def rows_by_table(pk: int, rtype: str, values: Sequence[IndexValue]) -> dict[str
     for v in values:
         match v:
             case TokenValue():
-                add("idx_token", (pk, rtype, v.param, v.system, v.code, v.text))
+                tokens.append(v)
             case StringValue():
                 add("idx_string", (pk, rtype, v.param, v.norm, v.exact))
             case DateValue():
@@ -110,6 +134,8 @@ def rows_by_table(pk: int, rtype: str, values: Sequence[IndexValue]) -> dict[str
                 narrative = v.text
             case FullTextValue():
                 content = v.text
+    if tokens:
+        out["idx_token"] = token_rows(pk, rtype, tokens)
     if narrative is not None or content is not None:
         add("fts", (pk, narrative or "", content or ""))
     pairs = pair_rows(pk, rtype, values)

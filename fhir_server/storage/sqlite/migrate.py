@@ -9,7 +9,7 @@ from collections import defaultdict
 from fhir_server.fhir.index_values import DateValue, IndexValue, ReferenceValue, TokenValue
 from fhir_server.fhir.paired_index import PAIRED_DATE, PAIRED_REFERENCES, PAIRED_TOKENS
 from fhir_server.storage.sqlite.index_rows import INSERTS, pair_rows
-from fhir_server.storage.sqlite.schema import SCHEMA_VERSION
+from fhir_server.storage.sqlite.schema import SCHEMA_VERSION, URL_INDEX
 
 log = logging.getLogger("fhir_server")
 _CHUNK = 20_000
@@ -70,6 +70,9 @@ def migrate(conn: sqlite3.Connection) -> None:
             log.warning("Upgrading the store to schema 2: building paired index rows")
             n = build_pairs(conn)
             log.warning("Schema 2: %d paired index rows built", n)
+        if version < 3:
+            conn.execute("DROP INDEX IF EXISTS idx_reference_url")
+            conn.execute(URL_INDEX)
         conn.execute(
             "UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),)
         )

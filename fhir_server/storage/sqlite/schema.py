@@ -8,7 +8,8 @@ first page can stop after `_count` rows instead of reading every match.
 """
 
 # 2: idx_pair (fhir/paired_index.py); a version-1 store gets its pairs built at open.
-SCHEMA_VERSION = 2
+# 3: idx_reference_url holds only rows with a url (migrate.py rebuilds it).
+SCHEMA_VERSION = 3
 
 DDL = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -84,7 +85,6 @@ CREATE TABLE IF NOT EXISTS idx_reference (
 );
 CREATE INDEX IF NOT EXISTS idx_reference_target
     ON idx_reference (type, param, target_id, pk, target_type);
-CREATE INDEX IF NOT EXISTS idx_reference_url ON idx_reference (type, param, url, pk);
 CREATE INDEX IF NOT EXISTS idx_reference_any ON idx_reference (target_id, target_type, type, param);
 CREATE INDEX IF NOT EXISTS idx_reference_pk ON idx_reference (pk, param, target_id, target_type);
 
@@ -118,6 +118,14 @@ CREATE INDEX IF NOT EXISTS idx_pair_key ON idx_pair
     (type, ref_param, target_id, param, code, high, pk, low, system, target_type, multi);
 CREATE INDEX IF NOT EXISTS idx_pair_pk ON idx_pair (pk);
 """
+
+# Only absolute references and canonicals have a url; local ones (most) leave it NULL, and `url = ?`
+# lets the planner use the partial index.
+URL_INDEX = (
+    "CREATE INDEX IF NOT EXISTS idx_reference_url ON idx_reference (type, param, url, pk) "
+    "WHERE url IS NOT NULL"
+)
+DDL += URL_INDEX + ";\n"
 
 # `_text` / `_content`: one row per current resource, rowid = resources.pk.
 FTS_DDL = """
