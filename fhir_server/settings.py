@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def default_validation_processes() -> int:
+    """One per core this process may run on, but one: that core stays for the server process,
+    whose event loop and SQLite writer every write passes through. Validation processes on every
+    core starve them (bench/README.md, "Ingest: one core for the server process")."""
+    try:
+        cores = len(os.sched_getaffinity(0))  # the cores this process may use (Linux)
+    except AttributeError:
+        cores = os.cpu_count() or 1
+    return max(1, cores - 1)
 
 
 class Settings(BaseSettings):
@@ -33,7 +45,9 @@ class Settings(BaseSettings):
     max_count: int = 1000
     timezone: str = Field(default="UTC", description="Zone for dates written without one")
     validation_processes: int = Field(
-        default=2, description="Worker processes that validate large Bundles (0: validate inline)"
+        default_factory=default_validation_processes,
+        description="Worker processes that validate large Bundles (0: validate inline); "
+        "default one per CPU core but one",
     )
     auth: Literal["on", "off"] = Field(
         default="on", description="SMART authorization; 'off' only for local experiments"
