@@ -38,8 +38,16 @@ def _check_serialised(data: bytes) -> list[list[Issue]]:
     return _check_chunk(jsonio.loads_own(data))
 
 
-def _exit_with_parent(parent: int) -> None:
-    """A worker whose server died (even by SIGKILL) must not linger: watch the parent pid."""
+# Validation is throughput work; the server process's event loop and SQLite writer are the path
+# every write takes in turn. At equal priority the workers took CPU from them exactly when a
+# Bundle's store was due, and all waited; below it, alternating small ingest runs gained ~5 %.
+_WORKER_NICENESS = 10
+
+
+def _start_worker(parent: int) -> None:
+    """Lower the worker's CPU priority, and make it exit with its server: a worker whose server
+    died (even by SIGKILL) must not linger, so it watches the parent pid."""
+    os.nice(_WORKER_NICENESS)
 
     def watch() -> None:
         while os.getppid() == parent:
@@ -74,7 +82,7 @@ class ValidationPool:
             self._executor = ProcessPoolExecutor(
                 self.processes,
                 mp_context=ctx,
-                initializer=_exit_with_parent,
+                initializer=_start_worker,
                 initargs=(os.getpid(),),
             )
             for _ in range(self.processes):
