@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, TypeVar
 from fhir_server.search.query import SearchQuery
 from fhir_server.storage.base import JsonDoc, SearchPage, StoredResource, Write
 from fhir_server.storage.sqlite import records, search_sql
-from fhir_server.storage.sqlite.rows import READ_SQL, apply_write, row_to_stored
+from fhir_server.storage.sqlite.rows import READ_SQL, apply_writes, row_to_stored
 
 if TYPE_CHECKING:
     from fhir_server.storage.sqlite.engine import SqliteStorage
@@ -51,8 +51,7 @@ class SqliteTransaction:
                 self._group.begin_physical(conn)
                 conn.execute("SAVEPOINT tx")
                 self.begun = True
-            for w in pending:
-                apply_write(conn, w)
+            apply_writes(conn, pending)
             return fn(conn)
 
         return await self._storage._on_writer(job)
