@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -160,26 +161,36 @@ async def test_several_dates_are_not_required_to_match_one_value(tmp_path: Path)
         await storage.close()
 
 
-async def test_version_1_store_gets_its_pairs_at_open(tmp_path: Path) -> None:
+@asynccontextmanager
+async def _server(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
+    """A server on the store under `tmp_path`, started afresh (as after a restart)."""
     app = create_app(make_settings(tmp_path))
     async with LifespanManager(app) as manager:
         transport = httpx.ASGITransport(app=manager.app)
         async with httpx.AsyncClient(transport=transport, base_url="http://t/fhir") as c:
-            for r in WORLD:
-                assert (await c.put(f"Observation/{r['id']}", json=r)).status_code == 201
+            yield c
+
+
+def _make_older(tmp_path: Path, version: int, *statements: str) -> sqlite3.Connection:
+    """Turn the store into one of schema `version`; the returned connection reads it later."""
     db = tmp_path / "data" / "fhir.db"
     conn = sqlite3.connect(db)
-    conn.execute("DELETE FROM idx_pair")
-    conn.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+    for sql in statements:
+        conn.execute(sql)
+    conn.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(version),))
     conn.commit()
     conn.close()
-    app = create_app(make_settings(tmp_path))
-    async with LifespanManager(app) as manager:
-        transport = httpx.ASGITransport(app=manager.app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://t/fhir") as c:
-            for query, expected in CASES.items():
-                assert set(await _ids(c, query)) == expected, query
-    conn = sqlite3.connect(db)
+    return sqlite3.connect(db)
+
+
+async def test_version_1_store_gets_its_pairs_at_open(tmp_path: Path) -> None:
+    async with _server(tmp_path) as c:
+        for r in WORLD:
+            assert (await c.put(f"Observation/{r['id']}", json=r)).status_code == 201
+    conn = _make_older(tmp_path, 1, "DELETE FROM idx_pair")
+    async with _server(tmp_path) as c:
+        for query, expected in CASES.items():
+            assert set(await _ids(c, query)) == expected, query
     version = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
     assert version == (str(SCHEMA_VERSION),)
     conn.close()
@@ -188,32 +199,24 @@ async def test_version_1_store_gets_its_pairs_at_open(tmp_path: Path) -> None:
 async def test_version_2_store_gets_a_partial_url_index(tmp_path: Path) -> None:
     """Schema 3 keeps only rows with a url in idx_reference_url; an older store's full index is
     rebuilt at open, and url searches still use it."""
-    app = create_app(make_settings(tmp_path))
+    url = "http://elsewhere.example/fhir/Patient/p9"
     obs = {
         "resourceType": "Observation",
         "id": "o1",
         "status": "final",
         "code": {"text": "x"},
-        "subject": {"reference": "http://elsewhere.example/fhir/Patient/p9"},
+        "subject": {"reference": url},
     }
-    async with LifespanManager(app) as manager:
-        transport = httpx.ASGITransport(app=manager.app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://t/fhir") as c:
-            assert (await c.put("Observation/o1", json=obs)).status_code == 201
-    db = tmp_path / "data" / "fhir.db"
-    conn = sqlite3.connect(db)
-    conn.execute("DROP INDEX idx_reference_url")
-    conn.execute("CREATE INDEX idx_reference_url ON idx_reference (type, param, url, pk)")
-    conn.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
-    conn.commit()
-    conn.close()
-    app = create_app(make_settings(tmp_path))
-    async with LifespanManager(app) as manager:
-        transport = httpx.ASGITransport(app=manager.app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://t/fhir") as c:
-            url = "http://elsewhere.example/fhir/Patient/p9"
-            assert await _ids(c, f"subject={url}") == ["o1"]
-    conn = sqlite3.connect(db)
+    async with _server(tmp_path) as c:
+        assert (await c.put("Observation/o1", json=obs)).status_code == 201
+    conn = _make_older(
+        tmp_path,
+        2,
+        "DROP INDEX idx_reference_url",
+        "CREATE INDEX idx_reference_url ON idx_reference (type, param, url, pk)",
+    )
+    async with _server(tmp_path) as c:
+        assert await _ids(c, f"subject={url}") == ["o1"]
     (sql,) = conn.execute(
         "SELECT sql FROM sqlite_master WHERE name = 'idx_reference_url'"
     ).fetchone()
