@@ -13,7 +13,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 def default_validation_processes() -> int:
     """One per core this process may run on, but one: that core stays for the server process,
     whose event loop and SQLite writer every write passes through. Validation processes on every
-    core starve them (bench/README.md, "Ingest: one core for the server process")."""
+    core starve them (bench/README.md, "Ingest: Bundles prepared before the lock")."""
     try:
         cores = len(os.sched_getaffinity(0))  # the cores this process may use (Linux)
     except AttributeError:
