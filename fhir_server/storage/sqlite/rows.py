@@ -94,10 +94,11 @@ def reindex_current(
 # Each statement step releases the GIL while SQLite works and takes it back afterwards. While the
 # event loop runs Python, taking it back waits for the loop to yield it (the switch interval) and
 # then for a thread handoff: on this project's 2-core machine a row-by-row insert loop ran 20 to
-# 180 times slower beside a busy Python thread than alone (bench/README.md). A transaction Bundle
-# is stored while the event loop prepares the next one, so a flush of many writes passes each
-# table's rows as one JSON array parameter to one `INSERT ... SELECT ... FROM json_each(?)`:
-# about fifteen steps per flush, whatever its size, instead of about seventeen per resource.
+# 180 times slower beside a busy Python thread than alone. A transaction Bundle is stored while
+# the event loop prepares the next one, so a flush of many writes passes each table's rows as one
+# JSON array parameter to one `INSERT ... SELECT ... FROM json_each(?)`: about fifteen steps per
+# flush, whatever its size, instead of about seventeen per resource. Measured: no difference on
+# a small store, ~10 % more Synthea ingest over a 1.3 GB one (bench/README.md, session 4).
 
 
 def _json_insert(table: str, columns: int) -> str:
