@@ -40,9 +40,8 @@ from fhir_server.subscriptions.matching import (
     SubscriptionIndex,
     live_subscriptions,
     outbox_prefix,
-    spec_of,
 )
-from fhir_server.subscriptions.model import SubscriptionSpec
+from fhir_server.subscriptions.model import SubscriptionSpec, parse_subscription
 from fhir_server.subscriptions.notify import Event, HttpRequest, notification, ping
 from fhir_server.subscriptions.ssrf import EndpointRefused, check_endpoint
 
@@ -258,7 +257,7 @@ class DeliveryWorker:
                 doc = jsonio.loads_own(current.body)
                 if (
                     doc.get("status") not in LIVE_STATUSES
-                    or spec_of(current).endpoint != spec.endpoint
+                    or parse_subscription(doc).endpoint != spec.endpoint
                 ):
                     return
                 doc["status"] = status

@@ -20,8 +20,9 @@ READ_SQL = (
     "JOIN history h ON h.seq = r.seq WHERE r.type = ? AND r.id = ?"
 )
 VREAD_SQL = "SELECT version, last_updated, method, body FROM history WHERE type = ? AND id = ? AND version = ?"
-_DELETE_INDEX = [f"DELETE FROM {t} WHERE pk = ?" for t in INDEX_TABLES]
-_DELETE_INDEX.append("DELETE FROM fts WHERE rowid = ?")
+# A resource's index rows: (table, the column holding its pk).
+_INDEXED = [(t, "pk") for t in INDEX_TABLES] + [("fts", "rowid")]
+_DELETE_INDEX = [f"DELETE FROM {t} WHERE {key} = ?" for t, key in _INDEXED]
 
 
 def row_to_stored(rtype: str, id: str, row: tuple[Any, ...]) -> StoredResource:
@@ -40,18 +41,22 @@ def replace_index(
         conn.executemany(INSERTS[table], rows)
 
 
+def _check_version(w: Write, current: int) -> None:
+    if current != w.expected_version:
+        res = w.resource
+        raise VersionConflict(
+            f"{res.resource_type}/{res.id} was changed by another request "
+            f"(version {current}, expected {w.expected_version}); retry with the current version"
+        )
+
+
 def apply_write(conn: sqlite3.Connection, w: Write) -> None:
     """Store one new version and replace the resource's index rows. Runs inside a transaction."""
     res = w.resource
     cur = conn.execute(
         "SELECT pk, version FROM resources WHERE type = ? AND id = ?", (res.resource_type, res.id)
     ).fetchone()
-    current = cur[1] if cur else 0
-    if current != w.expected_version:
-        raise VersionConflict(
-            f"{res.resource_type}/{res.id} was changed by another request "
-            f"(version {current}, expected {w.expected_version}); retry with the current version"
-        )
+    _check_version(w, cur[1] if cur else 0)
     seq = conn.execute(
         "INSERT INTO history (type, id, version, last_updated, method, body) VALUES (?,?,?,?,?,?)",
         (res.resource_type, res.id, res.version, res.last_updated, w.method, res.body),
@@ -101,23 +106,17 @@ def reindex_current(
 # a small store, ~10 % more Synthea ingest over a 1.3 GB one (bench/README.md, session 4).
 
 
-def _json_insert(table: str, columns: int) -> str:
-    picks = ", ".join(f"value->>{i}" for i in range(columns))
-    return f"INSERT INTO {table} SELECT {picks} FROM json_each(?)"
+def _json_insert(insert: str) -> str:
+    """`INSERT INTO t (...) VALUES (?,?)` -> the same insert of every row of a JSON array."""
+    head, _, values = insert.partition(" VALUES ")
+    picks = ", ".join(f"value->>{i}" for i in range(values.count("?")))
+    return f"{head} SELECT {picks} FROM json_each(?)"
 
 
-_BATCH_INSERTS: dict[str, str] = {
-    table: _json_insert(table, sql.partition(" VALUES ")[2].count("?"))
-    for table, sql in INSERTS.items()
-    if table != "fts"
-}
-_BATCH_INSERTS["fts"] = (
-    "INSERT INTO fts (rowid, narrative, content) SELECT value->>0, value->>1, value->>2 "
-    "FROM json_each(?)"
-)
+_BATCH_INSERTS = {table: _json_insert(sql) for table, sql in INSERTS.items()}
 _BATCH_DELETES = [
-    f"DELETE FROM {t} WHERE pk IN (SELECT value FROM json_each(?))" for t in INDEX_TABLES
-] + ["DELETE FROM fts WHERE rowid IN (SELECT value FROM json_each(?))"]
+    f"DELETE FROM {t} WHERE {key} IN (SELECT value FROM json_each(?))" for t, key in _INDEXED
+]
 _BATCH_CURRENT = (
     "SELECT j.key, r.pk, r.version FROM json_each(?) j "
     "JOIN resources r ON r.type = j.value->>0 AND r.id = j.value->>1"
@@ -158,13 +157,7 @@ def apply_writes(conn: sqlite3.Connection, writes: Sequence[Write]) -> None:
         for i, pk, version in conn.execute(_BATCH_CURRENT, (orjson.dumps(keys),)).fetchall()
     }
     for i, w in enumerate(writes):
-        have = current[i][1] if i in current else 0
-        if have != w.expected_version:
-            res = w.resource
-            raise VersionConflict(
-                f"{res.resource_type}/{res.id} was changed by another request "
-                f"(version {have}, expected {w.expected_version}); retry with the current version"
-            )
+        _check_version(w, current[i][1] if i in current else 0)
     last_seq, last_pk = conn.execute(
         "SELECT (SELECT coalesce(max(seq), 0) FROM history), "
         "(SELECT coalesce(max(pk), 0) FROM resources)"
