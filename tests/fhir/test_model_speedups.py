@@ -210,3 +210,29 @@ def test_runner_reports_errors(mode: str) -> None:
     """The comparison is not vacuous: each side does report the library's errors."""
     (out,) = verdicts([{"resourceType": "Patient", "name": [None]}], mode)
     assert out and out[0][0] == "list_type"
+
+
+def test_remembered_elements_are_told_apart_by_their_exact_json() -> None:
+    """The memo of valid nested elements keys them by their JSON; a decimal's key keeps its text
+    and cannot be a string's or a float's."""
+    from decimal import Decimal
+
+    from fhir_server.fhir.jsonio import ExactDecimal
+    from fhir_server.fhir.validation.model_speedups import _key_default
+
+    values = [Decimal("1.5"), Decimal("1.50"), ExactDecimal("15e-1"), "1.5", "D1.5", 1.5, 1, True]
+    keys = {orjson.dumps({"value": v}, default=_key_default) for v in values}
+    assert len(keys) == len(values)
+
+
+def test_an_element_like_a_valid_one_is_still_checked() -> None:
+    from fhir_server.fhir.validation.model import model_issues
+
+    def observation(coding: dict[str, Any]) -> dict[str, Any]:
+        return {"resourceType": "Observation", "status": "final", "code": {"coding": [coding]}}
+
+    good = {"system": "http://loinc.org", "code": "8867-4"}
+    assert model_issues(observation(good), "Observation", prune=False) == []
+    assert model_issues(observation(good), "Observation", prune=False) == []  # remembered
+    bad = model_issues(observation({**good, "bogus": 1}), "Observation", prune=False)
+    assert [i.expression for i in bad] == [["Observation.code.coding[0].bogus"]]
