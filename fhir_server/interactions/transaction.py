@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from contextlib import nullcontext
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -29,8 +30,16 @@ from fhir_server.interactions.common import (
 from fhir_server.interactions.conditional import RecordedSearches
 from fhir_server.interactions.context import FhirRequest, FhirResponse, Services
 from fhir_server.interactions.references import rewrite_references
-from fhir_server.storage.base import StoredResource, Transaction, Write, supports_transactions
+from fhir_server.storage.base import (
+    StoredResource,
+    Transaction,
+    Write,
+    supports_transactions,
+    write_coming,
+)
 
+# Bundles from this many entries announce themselves to the storage before they write.
+LARGE_BUNDLE = 64
 _ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
 _HEADER_FIELDS = {
     "ifMatch": "if-match",
@@ -234,14 +243,20 @@ async def _transaction(ctx: Services, req: FhirRequest, entries: list[Any]) -> F
             status=501,
             code="not-supported",
         )
-    subs = [entry_request(req, e if isinstance(e, dict) else {}, i) for i, e in enumerate(entries)]
-    await _precheck_entries(ctx, subs)
-    # References are resolved and new resources prepared before the storage lock, which Bundles
-    # queue for: held only to confirm those searches and store, it lets the next Bundle store
-    # while this one prepares (`RecordedSearches`).
-    searches = RecordedSearches(ctx.storage)
-    new_ids = await rewrite_references(ctx, searches, req, entries, subs)
-    prepared = _prepare_creates(ctx, subs, new_ids)
+    # A large Bundle tells the storage it is coming, so that a commit due meanwhile can wait
+    # for it and write the pages both change once (storage.base.write_coming).
+    coming = write_coming(ctx.storage) if len(entries) >= LARGE_BUNDLE else nullcontext()
+    with coming:
+        subs = [
+            entry_request(req, e if isinstance(e, dict) else {}, i) for i, e in enumerate(entries)
+        ]
+        await _precheck_entries(ctx, subs)
+        # References are resolved and new resources prepared before the storage lock, which
+        # Bundles queue for: held only to confirm those searches and store, it lets the next
+        # Bundle store while this one prepares (`RecordedSearches`).
+        searches = RecordedSearches(ctx.storage)
+        new_ids = await rewrite_references(ctx, searches, req, entries, subs)
+        prepared = _prepare_creates(ctx, subs, new_ids)
     results: list[dict[str, Any] | None] = [None] * len(subs)
     order = sorted(range(len(subs)), key=lambda i: _ORDER[subs[i].method])
     async with ctx.storage.transaction() as tx:

@@ -8,7 +8,7 @@ No FastAPI, sqlite3 or PyMongo import belongs here.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from contextlib import AbstractAsyncContextManager
+from contextlib import AbstractAsyncContextManager, AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -159,14 +159,30 @@ class Storage(Protocol):
     async def release_lease(self, name: str, owner: str) -> None: ...
 
 
+def _engine_attribute(storage: object, name: str) -> Any:
+    """An engine's attribute, looking through wrappers that keep the engine as `inner`."""
+    seen: object | None = storage
+    while seen is not None:
+        found = getattr(seen, name, None)
+        if found is not None:
+            return found
+        seen = getattr(seen, "inner", None)
+    return None
+
+
+def write_coming(storage: object) -> AbstractContextManager[None]:
+    """Tell the engine, for the duration of the block, that a large write (a transaction Bundle)
+    is being prepared and will soon take a transaction: an engine that commits writers in
+    groups may hold a commit briefly so that it joins. A hint only; nothing waits on it beyond
+    the engine's own bound, and an engine without a use for it (its `write_coming` attribute)
+    gets a block that does nothing."""
+    hint = _engine_attribute(storage, "write_coming")
+    return hint() if hint is not None else nullcontext()
+
+
 def supports_transactions(storage: object) -> bool:
     """Whether the engine runs multi-document transactions (a transaction Bundle): an engine's
     `supports_transactions` attribute, True when it has none (SQLite always can; MongoDB only as
     a replica set or sharded cluster). Looks through wrappers that keep the engine as `inner`."""
-    seen: object | None = storage
-    while seen is not None:
-        flag = getattr(seen, "supports_transactions", None)
-        if flag is not None:
-            return bool(flag)
-        seen = getattr(seen, "inner", None)
-    return True
+    flag = _engine_attribute(storage, "supports_transactions")
+    return True if flag is None else bool(flag)

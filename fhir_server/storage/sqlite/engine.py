@@ -88,6 +88,7 @@ class SqliteStorage:
         self._local = threading.local()
         self._all_conns: list[sqlite3.Connection] = []
         self._group = GroupCommit(self)
+        self.write_coming = self._group.write_coming  # storage.base.write_coming
 
     # -- connections ---------------------------------------------------------------------------
     def _writer_conn(self) -> sqlite3.Connection:
@@ -102,9 +103,11 @@ class SqliteStorage:
             self._all_conns.append(conn)
         return conn
 
-    async def _on_writer(self, fn: Callable[[], T]) -> T:
+    def _on_writer(self, fn: Callable[[], T]) -> asyncio.Future[T]:
+        """Run `fn` on the writer thread. It is queued there at once, so jobs run in the order
+        of these calls even if their futures are awaited later (`GroupCommit.flush`)."""
         assert self._writer_pool is not None, "storage is not open"
-        return await asyncio.get_running_loop().run_in_executor(self._writer_pool, fn)
+        return asyncio.get_running_loop().run_in_executor(self._writer_pool, fn)
 
     async def _on_reader(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         assert self._reader_pool is not None, "storage is not open"

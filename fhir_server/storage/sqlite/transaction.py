@@ -6,6 +6,14 @@ happens when no other logical transaction is queued, and every logical transacti
 acknowledged only after it. So sixteen concurrent writers cost one fsync instead of sixteen,
 nothing is reported stored before it is durable, and a failing logical transaction is rolled back
 to its savepoint without touching the others.
+
+A commit writes every page its transactions changed, and on this engine that costs ~10 µs of CPU
+per 4 KiB page plus the fsync; a transaction Bundle of ~300 Synthea resources changes ~2,000-2,500
+pages, and consecutive Bundles share many of them (the ends of the tables and of the pk-ordered
+indexes, the full-text segments). So while a large writer announces itself (`write_coming`, from
+the start of a Bundle's preparation until it asks for its transaction), a commit waits for it, up
+to `COMMIT_WAIT_S`: three Bundles per commit wrote ~4.5 pages per resource instead of ~7.
+Single writes do not announce themselves and never wait.
 """
 
 from __future__ import annotations
@@ -14,8 +22,8 @@ import asyncio
 import logging
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import TYPE_CHECKING, TypeVar
 
 from fhir_server.search.query import SearchQuery
@@ -28,6 +36,9 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 log = logging.getLogger("fhir_server")
+
+# How long a commit may wait for announced writers: short against a Bundle's own ~0.1-1 s.
+COMMIT_WAIT_S = 0.05
 
 
 class SqliteTransaction:
@@ -104,6 +115,18 @@ class GroupCommit:
         self._physical = False  # a BEGIN without COMMIT yet; touched on the writer thread only
         self._waiting: list[asyncio.Future[None]] = []
         self._flusher: asyncio.Task[None] | None = None
+        self._coming = 0  # writers announced by `write_coming`
+        self._came: asyncio.Future[None] | None = None  # resolved when one stops announcing
+
+    @contextmanager
+    def write_coming(self) -> Iterator[None]:
+        self._coming += 1
+        try:
+            yield
+        finally:
+            self._coming -= 1
+            if self._came is not None and not self._came.done():
+                self._came.set_result(None)
 
     def begin_physical(self, conn: sqlite3.Connection) -> None:
         if not self._physical:
@@ -143,22 +166,37 @@ class GroupCommit:
             await asyncio.shield(done)
 
     async def _flush_soon(self) -> None:
-        # Transactions already queued on the lock run first and join this commit.
+        # Transactions already queued on the lock run first and join this commit; announced ones
+        # are waited for (a bounded while): each takes the lock as it stops announcing, so ahead
+        # of this flush.
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + COMMIT_WAIT_S
+        while self._coming and (left := deadline - loop.time()) > 0:
+            self._came = loop.create_future()
+            try:
+                await asyncio.wait_for(self._came, left)
+            except TimeoutError:
+                break
         try:
             await self.flush()
         except Exception:  # the waiting writers received the error; nothing else to tell
             log.exception("Group commit failed")
 
     async def flush(self) -> None:
+        # The COMMIT is queued on the writer thread under the lock, and the lock is let go
+        # before it finishes: the next transaction prepares its writes meanwhile, and its own
+        # jobs on the writer thread run after the COMMIT, in a new physical transaction. Its
+        # writers are acknowledged by the flush after that one.
         async with self._lock:
             waiting, self._waiting = self._waiting, []
-            try:
-                await self._storage._on_writer(self._commit_physical)
-            except BaseException as exc:
-                for f in waiting:
-                    if not f.done():
-                        f.set_exception(exc)
-                raise
+            commit = self._storage._on_writer(self._commit_physical)
+        try:
+            await commit
+        except BaseException as exc:
             for f in waiting:
                 if not f.done():
-                    f.set_result(None)
+                    f.set_exception(exc)
+            raise
+        for f in waiting:
+            if not f.done():
+                f.set_result(None)
