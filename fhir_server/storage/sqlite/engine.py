@@ -31,6 +31,7 @@ from fhir_server.storage.base import (
     StoredResource,
 )
 from fhir_server.storage.sqlite import records, search_sql
+from fhir_server.storage.sqlite.checkpoint import Checkpointer
 from fhir_server.storage.sqlite.migrate import migrate
 from fhir_server.storage.sqlite.rows import READ_SQL, VREAD_SQL, reindex_current, row_to_stored
 from fhir_server.storage.sqlite.schema import DDL, FTS_DDL
@@ -88,6 +89,7 @@ class SqliteStorage:
         self._local = threading.local()
         self._all_conns: list[sqlite3.Connection] = []
         self._group = GroupCommit(self)
+        self._checkpointer = Checkpointer(lambda: _connect(self.path, self._synchronous))
         self.write_coming = self._group.write_coming  # storage.base.write_coming
 
     # -- connections ---------------------------------------------------------------------------
@@ -123,6 +125,7 @@ class SqliteStorage:
 
         def init() -> None:
             self._writer = _connect(self.path, self._synchronous)
+            self._writer.execute("PRAGMA wal_autocheckpoint=0")  # the checkpointer's work
             self._writer.executescript(DDL)
             self._writer.executescript(FTS_DDL)
             self._writer.executescript(records.DDL)
@@ -131,6 +134,7 @@ class SqliteStorage:
 
         await self._on_writer(init)
         self._loop_conn = _connect(self.path, self._synchronous)
+        self._checkpointer.start()
 
     @staticmethod
     def _optimize(conn: sqlite3.Connection) -> None:
@@ -145,6 +149,7 @@ class SqliteStorage:
         if self._writer_pool is not None and self._writer is not None:
             await self._group.flush()
             await self.optimize()
+        self._checkpointer.stop()
         for pool in (self._reader_pool, self._writer_pool):
             if pool is not None:
                 pool.shutdown(wait=True)

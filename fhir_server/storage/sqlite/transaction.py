@@ -143,6 +143,7 @@ class GroupCommit:
                 raise
             finally:
                 self._physical = False
+            self._storage._checkpointer.committed()
 
     @asynccontextmanager
     async def logical(self) -> AsyncIterator[SqliteTransaction]:
