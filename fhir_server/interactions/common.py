@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import functools
+import os
 import re
+import time
+import uuid
 from datetime import UTC, datetime
 from email.utils import format_datetime
 from typing import Any
@@ -30,6 +33,22 @@ from fhir_server.storage.base import Method, StoredResource, Transaction, Write
 
 _ID_RE = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 _ETAG_RE = re.compile(r'^(?:W/)?"?([0-9]+)"?$')
+
+
+def new_resource_id() -> str:
+    """An id the server assigns: a UUID of version 7 (RFC 9562), the Unix time in milliseconds in
+    its first 48 bits and 74 random bits after them.
+
+    Why not random (version 4): every index keyed by id or by a reference's target id (the
+    resource table, history, reference and paired indexes) then takes each new entry at a random
+    place, and once a store outgrows SQLite's page cache each such insert reads one page and
+    dirties another. Ids in creation order put a Bundle's new resources, and the references to
+    them, next to each other at the end of those indexes.
+    """
+    ms = time.time_ns() // 1_000_000
+    rand = int.from_bytes(os.urandom(10), "big")  # 80 bits, 74 of them used
+    value = (ms & 0xFFFF_FFFF_FFFF) << 80 | 0x7 << 76 | (rand >> 68) << 64 | 0b10 << 62
+    return str(uuid.UUID(int=value | (rand & (1 << 62) - 1)))
 
 
 def check_id(id: str) -> None:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass
 from typing import Any
 
 from fhir_server.errors import PreconditionFailed
 from fhir_server.interactions.common import (
     body_resource,
+    new_resource_id,
     precheck,
     prepare_write,
     store,
@@ -44,7 +44,7 @@ async def create_in(
             )
         if matches:
             return WriteResult(matches[0], 200)
-    id = new_id or str(uuid.uuid4())
+    id = new_id or new_resource_id()
     write = prepare_write(ctx, resource, rtype, id, 1, 0, "POST", validated=validated)
     await store(ctx, tx, write)
     return WriteResult(write.resource, 201)

@@ -11,10 +11,10 @@ see: a transaction Bundle resolves on committed data and confirms inside its tra
 from __future__ import annotations
 
 import re
-import uuid
 from typing import Any
 
 from fhir_server.errors import BadRequest, PreconditionFailed
+from fhir_server.interactions.common import new_resource_id
 from fhir_server.interactions.conditional import find_matches, parse_criteria
 from fhir_server.interactions.context import FhirRequest, Services
 from fhir_server.storage.base import Searcher
@@ -57,7 +57,7 @@ async def _assign_ids(
             elif len(matches) > 1:
                 raise PreconditionFailed(f"Bundle entry {i}: If-None-Exist matches several {rtype}")
             else:
-                new_ids[i] = str(uuid.uuid4())
+                new_ids[i] = new_resource_id()
                 ref = f"{rtype}/{new_ids[i]}"
         elif sub.method in ("PUT", "DELETE", "PATCH") and len(parts) == 2:
             ref = f"{rtype}/{parts[1]}"
@@ -72,7 +72,7 @@ async def _assign_ids(
             if len(matches) == 1:
                 ref = f"{rtype}/{matches[0].id}"
             elif not matches and "id" not in sub.body:
-                sub.body["id"] = str(uuid.uuid4())
+                sub.body["id"] = new_resource_id()
                 ref = f"{rtype}/{sub.body['id']}"
         if isinstance(full_url, str) and ref is not None:
             mapping[full_url] = ref

@@ -138,9 +138,19 @@ class SqliteStorage:
 
     @staticmethod
     def _optimize(conn: sqlite3.Connection) -> None:
-        """Refresh the planner's statistics where SQLite thinks they are stale (bounded work)."""
+        """Refresh the planner's statistics where SQLite thinks they are stale (bounded work).
+
+        Under a write lock taken first: `optimize` reads, then writes, and a connection whose
+        read snapshot went stale meanwhile (another process opening the same store committed)
+        is refused at once, without the busy timeout."""
         conn.execute("PRAGMA analysis_limit=1000")
-        conn.execute("PRAGMA optimize")
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute("PRAGMA optimize")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
 
     async def optimize(self) -> None:
         await self._on_writer(lambda: self._optimize(self._writer_conn()))
