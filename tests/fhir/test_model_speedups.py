@@ -236,3 +236,22 @@ def test_an_element_like_a_valid_one_is_still_checked() -> None:
     assert model_issues(observation(good), "Observation", prune=False) == []  # remembered
     bad = model_issues(observation({**good, "bogus": 1}), "Observation", prune=False)
     assert [i.expression for i in bad] == [["Observation.code.coding[0].bogus"]]
+
+
+def test_large_elements_are_not_remembered() -> None:
+    import base64
+
+    from fhir_server.fhir.validation import model_speedups
+    from fhir_server.fhir.validation.model import model_issues
+
+    data = base64.b64encode(b"x" * 6000).decode()
+    document = {
+        "resourceType": "DocumentReference",
+        "status": "current",
+        "type": {"text": "a note"},
+        "content": [{"attachment": {"contentType": "text/plain", "data": data}}],
+    }
+    assert model_issues(document, "DocumentReference", prune=False) == []
+    remembered = model_speedups._valid_elements
+    assert remembered, "nothing was remembered at all"
+    assert all(len(text) <= model_speedups.MEMO_MAX_KEY_BYTES for _, text in remembered)

@@ -56,8 +56,11 @@ KNOWN_SOURCES = {
 # ... and of `fhir_core.types.FhirBase.fhir_model_validator`, which `_remember_valid` wraps.
 NESTED_VALIDATOR_SOURCE = "6a4912d3f8b15f0496e2b330e47bd44c7176927bbb83ad87a2d6830e29aac5d8"
 # Nested elements remembered at most (then forgotten all at once): a few thousand hold the codes
-# and references a stream of writes repeats; each costs ~1-2 KB.
+# and references a stream of writes repeats. Larger elements (an attachment's data, a contained
+# resource) are neither likely repeats nor cheap to keep, so they are not remembered: at most
+# ~8192 x (2 KiB of key + its model) of memory.
 MEMO_SIZE = 8192
+MEMO_MAX_KEY_BYTES = 2048
 
 NullChecked = tuple[tuple[str | None, str], ...]  # (alias, field name) of complex-type lists
 ChoiceGroups = tuple[tuple[tuple[str, ...], bool], ...]  # (field names, one required)
@@ -138,9 +141,12 @@ def _remember_valid(base: Any) -> None:
         if type(value) is not dict:
             return original(cls, value, model_klass)
         try:
-            key = (model_klass, orjson.dumps(value, default=_key_default))
+            text = orjson.dumps(value, default=_key_default)
         except TypeError:  # not JSON (an int beyond 64 bits, ...): validate without the memo
             return original(cls, value, model_klass)
+        if len(text) > MEMO_MAX_KEY_BYTES:
+            return original(cls, value, model_klass)
+        key = (model_klass, text)
         found = _valid_elements.get(key)
         if found is None:
             found = original(cls, value, model_klass)
