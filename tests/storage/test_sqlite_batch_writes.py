@@ -57,6 +57,7 @@ def _batches() -> list[list[Write]]:
     mixed.append(_write({"resourceType": "Patient", "id": "late", "gender": "other"}, 1, "POST"))
     batches.append(mixed)
     batches.append([_write(r, 3, "PUT") for r in created[1:60:3]])  # recreate the deleted
+    batches.append([_write(r, 4, "DELETE", deleted=True) for r in created[1:60:3]])  # no bodies
     return batches
 
 
