@@ -47,13 +47,16 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return obj
 
 
+def decimal_text(value: Decimal) -> str:
+    """A decimal as it was sent (`1.50`, `1.5e2`)."""
+    return value.text if isinstance(value, ExactDecimal) else str(value)
+
+
 def _default(obj: Any) -> Any:
     if isinstance(obj, Decimal):
         if not obj.is_finite():
             raise TypeError("NaN and Infinity are not FHIR decimals")
-        if isinstance(obj, ExactDecimal):
-            return orjson.Fragment(obj.text.encode())
-        return orjson.Fragment(str(obj).encode())
+        return orjson.Fragment(decimal_text(obj).encode())
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 

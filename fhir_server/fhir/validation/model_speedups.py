@@ -36,7 +36,7 @@ from typing import Any
 
 import orjson
 
-from fhir_server.fhir.jsonio import ExactDecimal
+from fhir_server.fhir.jsonio import decimal_text
 
 log = logging.getLogger("fhir_server")
 
@@ -162,8 +162,7 @@ def _key_default(obj: Any) -> Any:
     """A decimal's bytes in an element's memo key: `D` and its text, which is not JSON, so no
     string, number or object of parsed JSON has the same key (and `1.50` is not `1.5`)."""
     if isinstance(obj, Decimal):
-        text = obj.text if isinstance(obj, ExactDecimal) else str(obj)
-        return orjson.Fragment(b"D" + text.encode())
+        return orjson.Fragment(b"D" + decimal_text(obj).encode())
     raise TypeError(f"not JSON: {type(obj).__name__}")
 
 

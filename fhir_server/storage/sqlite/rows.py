@@ -101,19 +101,13 @@ def reindex_current(
 # then for a thread handoff: on this project's 2-core machine a row-by-row insert loop ran 20 to
 # 180 times slower beside a busy Python thread than alone. A transaction Bundle is stored while
 # the event loop prepares the next one, so a flush of many writes passes each table's rows as one
-# JSON array parameter to one `INSERT ... SELECT ... FROM json_each(?)`: about fifteen steps per
-# flush, whatever its size, instead of about seventeen per resource. Measured: no difference on
-# a small store, ~10 % more Synthea ingest over a 1.3 GB one (bench/README.md, session 4).
+# JSON array, read with `json_each` (~10 % more Synthea ingest over a 1.3 GB store, session 4),
+# and all those inserts run as one statement: a row inserted into a temporary view, whose
+# INSTEAD OF trigger inserts each table's rows from that row's column for the table. One step
+# releases the GIL once and takes it back once; a dozen statements took it back a dozen times,
+# each time waiting for the event loop to let go of it (a quarter of the writer thread's time
+# during Synthea ingest went to such waits, session 5).
 
-
-def _json_insert(insert: str) -> str:
-    """`INSERT INTO t (...) VALUES (?,?)` -> the same insert of every row of a JSON array."""
-    head, _, values = insert.partition(" VALUES ")
-    picks = ", ".join(f"value->>{i}" for i in range(values.count("?")))
-    return f"{head} SELECT {picks} FROM json_each(?)"
-
-
-_BATCH_INSERTS = {table: _json_insert(sql) for table, sql in INSERTS.items()}
 _BATCH_DELETES = [
     f"DELETE FROM {t} WHERE {key} IN (SELECT value FROM json_each(?))" for t, key in _INDEXED
 ]
@@ -121,32 +115,35 @@ _BATCH_CURRENT = (
     "SELECT j.key, r.pk, r.version FROM json_each(?) j "
     "JOIN resources r ON r.type = j.value->>0 AND r.id = j.value->>1"
 )
-# The bodies travel as one BLOB (`NEW.bodies`), each row giving its offset (from 1) and length:
-# inside the JSON array they would be escaped by orjson and unescaped by SQLite (~7 µs more per
-# Synthea resource on the writer thread). An empty body is X'', as substr gives NULL for it.
-_BATCH_HISTORY = (
-    "INSERT INTO history (seq, type, id, version, last_updated, method, body) "
-    "SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, "
-    "coalesce(substr(NEW.bodies, value->>6, value->>7), X'') FROM json_each(?)"
-)
-_BATCH_NEW = (
-    "INSERT INTO resources (pk, type, id, version, last_updated, deleted, seq) "
-    "SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, value->>6 "
-    "FROM json_each(?)"
-)
 _BATCH_UPDATE = (
     "UPDATE resources SET version = u.value->>1, last_updated = u.value->>2, "
     "deleted = u.value->>3, seq = u.value->>4 FROM json_each(?) u WHERE resources.pk = u.value->>0"
 )
 
-
 _FLOAT_TABLES = frozenset({"idx_number", "idx_quantity", "idx_composite"})
 
-# The inserts of a flush as one statement: a row inserted into a temporary view, whose INSTEAD OF
-# trigger runs each table's `INSERT ... SELECT ... FROM json_each(...)` on that row's column for
-# the table. One statement step releases the GIL once and takes it back once; a dozen separate
-# statements took it back a dozen times, each time waiting for the event loop to let go of it
-# (a quarter of the writer thread's time during Synthea ingest went to such waits).
+
+def _flush_insert(insert: str, column: str) -> str:
+    """`INSERT INTO t (...) VALUES (?,?)` -> the same insert of every row of the JSON array in the
+    flush row's `column`."""
+    head, _, values = insert.partition(" VALUES ")
+    picks = ", ".join(f"value->>{i}" for i in range(values.count("?")))
+    return f"{head} SELECT {picks} FROM json_each(NEW.{column})"
+
+
+# The bodies travel as one BLOB (`bodies`), each history row giving its offset (from 1) and
+# length: inside the JSON array they would be escaped by orjson and unescaped by SQLite (~7 µs
+# more per Synthea resource on the writer thread). An empty body is X'', as substr gives NULL.
+_FLUSH_HISTORY = (
+    "INSERT INTO history (seq, type, id, version, last_updated, method, body) "
+    "SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, "
+    "coalesce(substr(NEW.bodies, value->>6, value->>7), X'') FROM json_each(NEW.history)"
+)
+_FLUSH_NEW = _flush_insert(
+    "INSERT INTO resources (pk, type, id, version, last_updated, deleted, seq) "
+    "VALUES (?,?,?,?,?,?,?)",
+    "resources",
+)
 _FLUSH_COLUMNS = ("history", "bodies", "resources", *INSERTS)
 _FLUSH_VIEW = (
     f"CREATE TEMP VIEW IF NOT EXISTS flush_rows ({', '.join(_FLUSH_COLUMNS)}) AS SELECT "
@@ -155,11 +152,11 @@ _FLUSH_VIEW = (
 _FLUSH_TRIGGER = (
     "CREATE TEMP TRIGGER IF NOT EXISTS flush_rows_insert INSTEAD OF INSERT ON flush_rows BEGIN "
     + " ".join(
-        sql.replace("json_each(?)", f"json_each(NEW.{column})") + ";"
-        for column, sql in [
-            ("history", _BATCH_HISTORY),
-            ("resources", _BATCH_NEW),
-            *((table, _BATCH_INSERTS[table]) for table in INSERTS),
+        f"{sql};"
+        for sql in [
+            _FLUSH_HISTORY,
+            _FLUSH_NEW,
+            *(_flush_insert(sql, table) for table, sql in INSERTS.items()),
         ]
     )
     + " END"
@@ -228,19 +225,18 @@ def apply_writes(conn: sqlite3.Connection, writes: Sequence[Write]) -> None:
         old = orjson.dumps([row[0] for row in updated])
         for sql in _BATCH_DELETES:
             conn.execute(sql, (old,))
-    arrays: dict[str, bytes | None] = dict.fromkeys(_FLUSH_COLUMNS)
-    arrays["history"] = orjson.dumps(history)
-    arrays["bodies"] = b"".join(bodies)
+    # JSON arrays as text, the bodies as a BLOB, NULL for a table with no rows
+    flush: dict[str, str | bytes | None] = dict.fromkeys(_FLUSH_COLUMNS)
+    flush["history"] = orjson.dumps(history).decode()
+    flush["bodies"] = b"".join(bodies)
     if new:
-        arrays["resources"] = orjson.dumps(new)
+        flush["resources"] = orjson.dumps(new).decode()
     for table, rows in index.items():
         if table in _FLOAT_TABLES and not all(map(_finite, rows)):
             conn.executemany(INSERTS[table], rows)
         else:
-            arrays[table] = orjson.dumps(rows)
-    params = tuple(
-        a if a is None or column == "bodies" else a.decode() for column, a in arrays.items()
-    )
+            flush[table] = orjson.dumps(rows).decode()
+    params = tuple(flush.values())
     try:
         conn.execute(_FLUSH, params)
     except sqlite3.OperationalError as exc:
